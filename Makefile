@@ -1,0 +1,85 @@
+# Switchyard build. `make` builds build/switchyard; `make check` runs every test.
+# Sources are picked up by directory: adding src/<area>/x.c needs no edit here.
+
+CC       ?= cc
+BUILD    ?= build
+VERSION  := 0.1.0
+OPT      ?= -O2
+CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
+               -Wstrict-prototypes -Wmissing-prototypes -fno-strict-aliasing -g \
+               -Isrc -DSY_VERSION=\"$(VERSION)\"
+CFLAGS   ?= $(OPT)
+LIBS     := -lssl -lcrypto -lyaml -lcurl -ljansson -lpthread
+SAN_FLAGS := -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+
+LIB_SRCS := $(filter-out src/main.c,$(wildcard src/*/*.c))
+LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
+FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
+
+PYTEST   ?= /usr/bin/python3 -m pytest
+E2E_ARGS ?=
+
+.PHONY: all clean check unit e2e asan check-asan fuzz fuzz-replay deps demo checksrc bench bench-quick deploy-check
+
+all: $(BUILD)/switchyard
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/libswitchyard.a: $(LIB_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/switchyard: $(BUILD)/obj/src/main.o $(BUILD)/libswitchyard.a
+	$(CC) $(CFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libswitchyard.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) $(CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libswitchyard.a -lcriterion $(LIBS)
+
+unit: $(UNIT_BINS)
+	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t --jobs 1; done
+
+e2e: $(BUILD)/switchyard
+	SWITCHYARD_BIN=$(abspath $(BUILD)/switchyard) $(PYTEST) -q tests/e2e $(E2E_ARGS)
+
+check: checksrc unit e2e
+
+# AddressSanitizer + UndefinedBehaviorSanitizer build in build-asan/.
+asan:
+	$(MAKE) BUILD=build-asan CFLAGS="$(SAN_FLAGS)" LIBS="$(LIBS) -fsanitize=address,undefined" all $(UNIT_BINS:$(BUILD)/%=build-asan/%)
+
+check-asan: asan
+	$(MAKE) BUILD=build-asan CFLAGS="$(SAN_FLAGS)" LIBS="$(LIBS) -fsanitize=address,undefined" unit e2e
+
+# Banned functions (see docs/internals/principles.md).
+checksrc:
+	@scripts/checksrc.sh
+
+# libFuzzer targets: `make fuzz` runs each for FUZZ_SECONDS; fuzz-replay replays the corpora once.
+FUZZ_SECONDS ?= 300
+fuzz fuzz-replay:
+	@scripts/fuzz.sh $@ $(FUZZ_SECONDS)
+
+deps:
+	scripts/install-deps.sh
+
+demo: $(BUILD)/switchyard
+	scripts/demo.sh
+
+bench: $(BUILD)/switchyard
+	bench/run.sh
+
+bench-quick: $(BUILD)/switchyard
+	bench/run.sh --quick
+
+deploy-check: $(BUILD)/switchyard
+	deploy/check.sh
+
+clean:
+	rm -rf build build-asan build-fuzz
+
+-include $(LIB_OBJS:.o=.d) $(BUILD)/obj/src/main.d

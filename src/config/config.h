@@ -1,0 +1,147 @@
+/*
+ * config.h: the configuration snapshot and its loader.
+ *
+ * A struct sy_config is an immutable, validated snapshot built from the YAML
+ * file (see docs/configuration.md for every key). The runtime never sees
+ * YAML: it only reads these structs. Loading never touches the network (no
+ * DNS), so `switchyard -t` works outside the cluster.
+ */
+#ifndef SY_CONFIG_CONFIG_H
+#define SY_CONFIG_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+struct sy_listen_addr {
+    int set;                   /* 0 when the key is absent */
+    struct sockaddr_storage ss;
+    socklen_t len;
+    char *text;                /* as written, e.g. "0.0.0.0:80" */
+    int line;
+};
+
+enum sy_balance { SY_BALANCE_LEAST_CONN = 0, SY_BALANCE_ROUND_ROBIN };
+
+struct sy_server_conf {
+    char *name;                /* "host:port" as written (host lower-cased) */
+    char *host;                /* host part; an IP literal or a DNS name, no brackets */
+    uint16_t port;
+    int line;
+};
+
+struct sy_upstream_conf {
+    char *name;
+    int line;
+    struct sy_server_conf *servers;
+    size_t nservers;
+    enum sy_balance balance;   /* default least_conn */
+    uint32_t keepalive;        /* idle connections kept per server per worker, default 64 */
+    uint32_t down_time_ms;     /* default 10s */
+    uint32_t resolve_interval_ms; /* default 30s */
+};
+
+struct sy_version_route {
+    char *version;             /* the header/query/cookie value, compared exactly */
+    size_t upstream;           /* index into sy_config.upstreams */
+};
+
+struct sy_site_conf {
+    int line;
+    char **hosts;              /* lower-cased: "a.example.org", "*.example.org", or "*" */
+    size_t nhosts;
+    int has_version;           /* 1: version block; 0: plain upstream */
+    size_t upstream;           /* index into sy_config.upstreams when !has_version */
+    struct {
+        char *header;          /* e.g. "X-Postfacto-Version", as written; NULL if absent */
+        char *query;           /* query parameter name or NULL */
+        char *cookie;          /* pin cookie name or NULL */
+        struct sy_version_route *routes;
+        size_t nroutes;
+        size_t default_route;  /* index into routes */
+    } version;
+};
+
+struct sy_tls_cert_conf {
+    char *cert;
+    char *key;
+    int line;
+};
+
+struct sy_acme_conf {
+    int enabled;
+    int line;
+    char *directory;
+    char *email;               /* may be NULL */
+    char **domains;
+    size_t ndomains;
+    char *storage;
+    char *ca;                  /* may be NULL */
+    uint32_t renew_before_ms;  /* 0: renew when a third of the lifetime remains */
+};
+
+struct sy_tls_conf {
+    int redirect;
+    char *hsts;                /* NULL when absent */
+    struct sy_tls_cert_conf *certs;
+    size_t ncerts;
+    struct sy_acme_conf acme;
+};
+
+struct sy_config {
+    char *file;
+    uint32_t workers;          /* 0 = one per CPU */
+    struct sy_listen_addr listen_http, listen_https, listen_admin;
+    struct {
+        uint32_t max_connections;   /* default 10000 */
+        uint32_t max_request_head;  /* bytes, default 16384 (431 beyond) */
+        uint32_t max_headers;       /* default 100 (431 beyond) */
+        uint32_t max_uri;           /* bytes, default 8192 (414 beyond) */
+        uint64_t max_body;          /* bytes, 0 = unlimited (413 beyond) */
+    } limits;
+    struct {
+        uint32_t client_header_ms;  /* default 10s: whole request head (408) */
+        uint32_t client_body_ms;    /* default 60s: between two reads of a request body (408) */
+        uint32_t keepalive_ms;      /* default 75s: idle client connection between requests */
+        uint32_t upstream_connect_ms;   /* default 3s */
+        uint32_t upstream_response_ms;  /* default 60s: waiting for / between response bytes (504) */
+        uint32_t tunnel_idle_ms;    /* default 1h: Upgrade tunnels with no byte either way */
+        uint32_t drain_ms;          /* default 30s: SIGTERM grace */
+    } timeouts;
+    struct {
+        int access;                 /* default 1: JSON access log on stdout */
+        int level;                  /* enum sy_log_level, default info */
+    } log;
+    struct sy_upstream_conf *upstreams;
+    size_t nupstreams;
+    struct sy_site_conf *sites;
+    size_t nsites;
+    struct sy_tls_conf tls;
+};
+
+/*
+ * Loads and validates a configuration file. Returns a new snapshot, or NULL
+ * with *err set to a heap string "FILE:LINE: reason" (the caller frees it).
+ * Never resolves names and never reads certificate files.
+ */
+struct sy_config *sy_config_load(const char *path, char **err);
+
+/* The same from memory; `name` stands for the file name in messages. */
+struct sy_config *sy_config_load_string(const char *name, const char *yaml, size_t len, char **err);
+
+void sy_config_free(struct sy_config *cfg);
+
+/*
+ * Parses "host:port", "[v6]:port" or ":port" (all addresses) into *out.
+ * Returns 0, or -1 with a static reason in *why. No DNS.
+ */
+int sy_config_parse_listen(const char *text, struct sockaddr_storage *out, socklen_t *len,
+                           const char **why);
+
+/* "250ms", "10s", "5m", "1h", "2d" or a bare number of seconds. Returns 0 or -1. */
+int sy_config_parse_duration(const char *text, uint32_t *ms);
+
+/* "512", "16k", "1m", "2g" (powers of 1024). Returns 0 or -1. */
+int sy_config_parse_size(const char *text, uint64_t *bytes);
+
+#endif
