@@ -1,0 +1,258 @@
+#include "admin/metrics.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/alloc.h"
+
+const double sy_hist_bounds[SY_HIST_NBUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                                 0.1,   0.25,   0.5,   1,    2.5,   10};
+
+static const char *uperr_names[SY_UPERR_MAX] = {
+    "connect_refused", "connect_timeout", "response_timeout", "reset", "bad_response", "no_server",
+};
+
+static const int client_error_codes[8] = {400, 408, 413, 414, 417, 431, 501, 505};
+
+const char *sy_uperr_name(enum sy_uperr e)
+{
+    return e < SY_UPERR_MAX ? uperr_names[e] : "other";
+}
+
+struct sy_req_counter *sy_metrics_req(struct sy_metrics *m, const char *site, const char *version)
+{
+    struct sy_req_counter **pp = &m->reqs;
+    for (; *pp; pp = &(*pp)->next)
+        if (strcmp((*pp)->site, site) == 0 && strcmp((*pp)->version, version) == 0)
+            return *pp;
+    struct sy_req_counter *c = sy_calloc(1, sizeof(*c));
+    c->site = sy_strdup(site);
+    c->version = sy_strdup(version);
+    __atomic_store_n(pp, c, __ATOMIC_RELEASE);
+    return c;
+}
+
+struct sy_uperr_counter *sy_metrics_uperr(struct sy_metrics *m, const char *upstream)
+{
+    struct sy_uperr_counter **pp = &m->uperrs;
+    for (; *pp; pp = &(*pp)->next)
+        if (strcmp((*pp)->upstream, upstream) == 0)
+            return *pp;
+    struct sy_uperr_counter *c = sy_calloc(1, sizeof(*c));
+    c->upstream = sy_strdup(upstream);
+    __atomic_store_n(pp, c, __ATOMIC_RELEASE);
+    return c;
+}
+
+void sy_metrics_observe(struct sy_metrics *m, uint64_t us)
+{
+    size_t i = 0;
+    double s = (double)us / 1e6;
+    while (i < SY_HIST_NBUCKETS && s > sy_hist_bounds[i])
+        i++;
+    sy_counter_add(&m->hist[i], 1);
+    sy_counter_add(&m->hist_count, 1);
+    sy_counter_add(&m->hist_sum_us, us);
+}
+
+void sy_metrics_client_error(struct sy_metrics *m, int status)
+{
+    for (size_t i = 0; i < 8; i++)
+        if (client_error_codes[i] == status)
+            sy_counter_add(&m->client_errors[i], 1);
+}
+
+void sy_metrics_free(struct sy_metrics *m)
+{
+    for (struct sy_req_counter *c = m->reqs, *n; c; c = n) {
+        n = c->next;
+        sy_free(c->site);
+        sy_free(c->version);
+        sy_free(c);
+    }
+    for (struct sy_uperr_counter *c = m->uperrs, *n; c; c = n) {
+        n = c->next;
+        sy_free(c->upstream);
+        sy_free(c);
+    }
+    memset(m, 0, sizeof(*m));
+}
+
+void sy_textbuf_append(struct sy_textbuf *b, const char *s, size_t n)
+{
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        b->p = sy_realloc(b->p, cap);
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+void sy_textbuf_printf(struct sy_textbuf *b, const char *fmt, ...)
+{
+    char tmp[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if ((size_t)n < sizeof(tmp)) {
+        sy_textbuf_append(b, tmp, (size_t)n);
+        return;
+    }
+    va_start(ap, fmt);
+    char *big = sy_vasprintf(fmt, ap);
+    va_end(ap);
+    sy_textbuf_append(b, big, strlen(big));
+    sy_free(big);
+}
+
+void sy_textbuf_free(struct sy_textbuf *b)
+{
+    sy_free(b->p);
+    b->p = NULL;
+    b->len = b->cap = 0;
+}
+
+/* Label values come from the config (validated names), but escape anyway. */
+static void label(struct sy_textbuf *b, const char *v)
+{
+    for (; *v; v++) {
+        if (*v == '"' || *v == '\\')
+            sy_textbuf_append(b, "\\", 1);
+        if (*v == '\n') {
+            sy_textbuf_append(b, "\\n", 2);
+            continue;
+        }
+        sy_textbuf_append(b, v, 1);
+    }
+}
+
+static void render_requests(struct sy_textbuf *b, struct sy_metrics *const *ms, size_t n)
+{
+    sy_textbuf_printf(b, "# HELP switchyard_requests_total Requests answered, by site, version "
+                         "and status class.\n# TYPE switchyard_requests_total counter\n");
+    /* Sum entries with equal labels across workers: first occurrence prints the sum. */
+    for (size_t w = 0; w < n; w++) {
+        for (struct sy_req_counter *c = __atomic_load_n(&ms[w]->reqs, __ATOMIC_ACQUIRE); c;
+             c = __atomic_load_n(&c->next, __ATOMIC_ACQUIRE)) {
+            int seen = 0;
+            for (size_t v = 0; v < w && !seen; v++)
+                for (struct sy_req_counter *d = __atomic_load_n(&ms[v]->reqs, __ATOMIC_ACQUIRE);
+                     d; d = __atomic_load_n(&d->next, __ATOMIC_ACQUIRE))
+                    if (!strcmp(d->site, c->site) && !strcmp(d->version, c->version)) {
+                        seen = 1;
+                        break;
+                    }
+            if (seen)
+                continue;
+            for (int cls = 1; cls <= 5; cls++) {
+                uint64_t sum = 0;
+                for (size_t v = w; v < n; v++)
+                    for (struct sy_req_counter *d = __atomic_load_n(&ms[v]->reqs, __ATOMIC_ACQUIRE);
+                         d; d = __atomic_load_n(&d->next, __ATOMIC_ACQUIRE))
+                        if (!strcmp(d->site, c->site) && !strcmp(d->version, c->version))
+                            sum += sy_counter_get(&d->by_class[cls]);
+                if (!sum)
+                    continue;
+                sy_textbuf_printf(b, "switchyard_requests_total{site=\"");
+                label(b, c->site);
+                sy_textbuf_printf(b, "\",version=\"");
+                label(b, c->version);
+                sy_textbuf_printf(b, "\",code=\"%dxx\"} %llu\n", cls, (unsigned long long)sum);
+            }
+        }
+    }
+}
+
+static void render_uperrs(struct sy_textbuf *b, struct sy_metrics *const *ms, size_t n)
+{
+    sy_textbuf_printf(b, "# HELP switchyard_upstream_errors_total Upstream failures by reason.\n"
+                         "# TYPE switchyard_upstream_errors_total counter\n");
+    for (size_t w = 0; w < n; w++) {
+        for (struct sy_uperr_counter *c = __atomic_load_n(&ms[w]->uperrs, __ATOMIC_ACQUIRE); c;
+             c = __atomic_load_n(&c->next, __ATOMIC_ACQUIRE)) {
+            int seen = 0;
+            for (size_t v = 0; v < w && !seen; v++)
+                for (struct sy_uperr_counter *d = __atomic_load_n(&ms[v]->uperrs, __ATOMIC_ACQUIRE);
+                     d; d = __atomic_load_n(&d->next, __ATOMIC_ACQUIRE))
+                    if (!strcmp(d->upstream, c->upstream)) {
+                        seen = 1;
+                        break;
+                    }
+            if (seen)
+                continue;
+            for (int r = 0; r < SY_UPERR_MAX; r++) {
+                uint64_t sum = 0;
+                for (size_t v = w; v < n; v++)
+                    for (struct sy_uperr_counter *d =
+                             __atomic_load_n(&ms[v]->uperrs, __ATOMIC_ACQUIRE);
+                         d; d = __atomic_load_n(&d->next, __ATOMIC_ACQUIRE))
+                        if (!strcmp(d->upstream, c->upstream))
+                            sum += sy_counter_get(&d->by_reason[r]);
+                sy_textbuf_printf(b, "switchyard_upstream_errors_total{upstream=\"");
+                label(b, c->upstream);
+                sy_textbuf_printf(b, "\",reason=\"%s\"} %llu\n", uperr_names[r],
+                                  (unsigned long long)sum);
+            }
+        }
+    }
+}
+
+#define SUM(field)                                                                               \
+    ({                                                                                           \
+        uint64_t s_ = 0;                                                                         \
+        for (size_t i_ = 0; i_ < n; i_++)                                                        \
+            s_ += sy_counter_get(&ms[i_]->field);                                                \
+        s_;                                                                                      \
+    })
+
+void sy_metrics_render(struct sy_textbuf *b, struct sy_metrics *const *ms, size_t n)
+{
+    render_requests(b, ms, n);
+    render_uperrs(b, ms, n);
+    sy_textbuf_printf(b, "# HELP switchyard_connections_active Open client connections.\n"
+                         "# TYPE switchyard_connections_active gauge\n"
+                         "switchyard_connections_active %llu\n",
+                      (unsigned long long)SUM(conns_active));
+    sy_textbuf_printf(b, "# HELP switchyard_connections_accepted_total Client connections "
+                         "accepted.\n# TYPE switchyard_connections_accepted_total counter\n"
+                         "switchyard_connections_accepted_total %llu\n",
+                      (unsigned long long)SUM(conns_accepted));
+    sy_textbuf_printf(b, "# HELP switchyard_tunnels_active Open Upgrade/WebSocket tunnels.\n"
+                         "# TYPE switchyard_tunnels_active gauge\n"
+                         "switchyard_tunnels_active %llu\n",
+                      (unsigned long long)SUM(tunnels_active));
+    sy_textbuf_printf(b, "# HELP switchyard_accept_paused_total Times accepting paused for lack "
+                         "of descriptors or the connection limit.\n"
+                         "# TYPE switchyard_accept_paused_total counter\n"
+                         "switchyard_accept_paused_total %llu\n",
+                      (unsigned long long)SUM(accept_paused));
+    sy_textbuf_printf(b, "# HELP switchyard_client_errors_total Requests refused for the client's "
+                         "fault, by status.\n# TYPE switchyard_client_errors_total counter\n");
+    for (size_t k = 0; k < 8; k++)
+        sy_textbuf_printf(b, "switchyard_client_errors_total{code=\"%d\"} %llu\n",
+                          client_error_codes[k], (unsigned long long)SUM(client_errors[k]));
+    sy_textbuf_printf(b, "# HELP switchyard_request_duration_seconds Time from request head to "
+                         "the end of the response.\n"
+                         "# TYPE switchyard_request_duration_seconds histogram\n");
+    uint64_t cum = 0;
+    for (size_t k = 0; k < SY_HIST_NBUCKETS; k++) {
+        cum += SUM(hist[k]);
+        sy_textbuf_printf(b, "switchyard_request_duration_seconds_bucket{le=\"%g\"} %llu\n",
+                          sy_hist_bounds[k], (unsigned long long)cum);
+    }
+    cum += SUM(hist[SY_HIST_NBUCKETS]);
+    sy_textbuf_printf(b, "switchyard_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n",
+                      (unsigned long long)cum);
+    sy_textbuf_printf(b, "switchyard_request_duration_seconds_sum %.6f\n",
+                      (double)SUM(hist_sum_us) / 1e6);
+    sy_textbuf_printf(b, "switchyard_request_duration_seconds_count %llu\n",
+                      (unsigned long long)SUM(hist_count));
+}

@@ -1,0 +1,91 @@
+/*
+ * metrics.h: per-worker counters, summed at scrape time.
+ *
+ * Each worker owns one struct sy_metrics and is its only writer; the admin
+ * endpoint reads all of them. Counters are plain uint64_t written with
+ * relaxed atomic stores (no lock prefix on the hot path) and read with
+ * relaxed loads. Labelled counters live in append-only lists published with
+ * release stores, so a reader never sees a half-built entry.
+ */
+#ifndef SY_ADMIN_METRICS_H
+#define SY_ADMIN_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum sy_uperr {
+    SY_UPERR_CONNECT_REFUSED = 0,
+    SY_UPERR_CONNECT_TIMEOUT,
+    SY_UPERR_RESPONSE_TIMEOUT,
+    SY_UPERR_RESET,
+    SY_UPERR_BAD_RESPONSE,
+    SY_UPERR_NO_SERVER,
+    SY_UPERR_MAX
+};
+
+/* Upper bounds in seconds of the request duration histogram (+Inf implied). */
+#define SY_HIST_NBUCKETS 12
+extern const double sy_hist_bounds[SY_HIST_NBUCKETS];
+
+struct sy_req_counter {
+    char *site;
+    char *version;             /* "" for plain upstream sites and gateway answers */
+    uint64_t by_class[6];      /* index = status / 100 (1..5); 0 unused */
+    struct sy_req_counter *next;
+};
+
+struct sy_uperr_counter {
+    char *upstream;
+    uint64_t by_reason[SY_UPERR_MAX];
+    struct sy_uperr_counter *next;
+};
+
+struct sy_metrics {
+    struct sy_req_counter *reqs;
+    struct sy_uperr_counter *uperrs;
+    uint64_t conns_active;
+    uint64_t conns_accepted;
+    uint64_t accept_paused;    /* times accepting was paused (fd or connection limit) */
+    uint64_t tunnels_active;
+    uint64_t hist[SY_HIST_NBUCKETS + 1];
+    uint64_t hist_count;
+    uint64_t hist_sum_us;
+    uint64_t client_errors[8]; /* 400 408 413 414 417 431 501 505 */
+};
+
+/* Owner-only increments: no read-modify-write atomics needed. */
+static inline void sy_counter_add(uint64_t *c, uint64_t n)
+{
+    __atomic_store_n(c, __atomic_load_n(c, __ATOMIC_RELAXED) + n, __ATOMIC_RELAXED);
+}
+
+static inline uint64_t sy_counter_get(const uint64_t *c)
+{
+    return __atomic_load_n(c, __ATOMIC_RELAXED);
+}
+
+/* Finds or creates the counter for (site, version). Owner thread only. */
+struct sy_req_counter *sy_metrics_req(struct sy_metrics *m, const char *site, const char *version);
+struct sy_uperr_counter *sy_metrics_uperr(struct sy_metrics *m, const char *upstream);
+void sy_metrics_observe(struct sy_metrics *m, uint64_t duration_us);
+void sy_metrics_client_error(struct sy_metrics *m, int status);
+void sy_metrics_free(struct sy_metrics *m);
+
+const char *sy_uperr_name(enum sy_uperr e);
+
+/* Growable text buffer for rendering the exposition. */
+struct sy_textbuf {
+    char *p;
+    size_t len, cap;
+};
+void sy_textbuf_printf(struct sy_textbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void sy_textbuf_append(struct sy_textbuf *b, const char *s, size_t n);
+void sy_textbuf_free(struct sy_textbuf *b);
+
+/*
+ * Renders the Prometheus text exposition of all workers' metrics (plus
+ * process-wide gauges supplied by the caller) into b.
+ */
+void sy_metrics_render(struct sy_textbuf *b, struct sy_metrics *const *ms, size_t n);
+
+#endif

@@ -1,0 +1,253 @@
+#include "event/loop.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/log.h"
+
+#define MAX_EVENTS 256
+
+struct sy_loop {
+    int epfd;
+    int stop;
+    uint64_t now;
+    struct sy_timer **heap;
+    size_t nheap, capheap;
+    struct sy_io wake_io;
+    atomic_int wake_pending;
+    sy_loop_wake_cb wake_cb;
+    void *wake_arg;
+    sy_loop_idle_cb idle_cb;
+    void *idle_arg;
+};
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void wake_read(struct sy_io *io, uint32_t events)
+{
+    (void)events;
+    struct sy_loop *loop = (struct sy_loop *)((char *)io - offsetof(struct sy_loop, wake_io));
+    uint64_t v;
+    while (read(io->fd, &v, sizeof(v)) == sizeof(v))
+        ;
+    atomic_store(&loop->wake_pending, 0);
+    if (loop->wake_cb)
+        loop->wake_cb(loop, loop->wake_arg);
+}
+
+struct sy_loop *sy_loop_new(void)
+{
+    struct sy_loop *loop = sy_calloc(1, sizeof(*loop));
+    loop->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (loop->epfd < 0) {
+        sy_free(loop);
+        return NULL;
+    }
+    loop->wake_io.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    loop->wake_io.cb = wake_read;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &loop->wake_io};
+    if (loop->wake_io.fd < 0 || epoll_ctl(loop->epfd, EPOLL_CTL_ADD, loop->wake_io.fd, &ev) < 0) {
+        close(loop->epfd);
+        if (loop->wake_io.fd >= 0)
+            close(loop->wake_io.fd);
+        sy_free(loop);
+        return NULL;
+    }
+    loop->now = mono_ms();
+    return loop;
+}
+
+void sy_loop_free(struct sy_loop *loop)
+{
+    if (!loop)
+        return;
+    close(loop->wake_io.fd);
+    close(loop->epfd);
+    sy_free(loop->heap);
+    sy_free(loop);
+}
+
+int sy_loop_add(struct sy_loop *loop, struct sy_io *io)
+{
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = io};
+    return epoll_ctl(loop->epfd, EPOLL_CTL_ADD, io->fd, &ev);
+}
+
+int sy_loop_add_listener(struct sy_loop *loop, struct sy_io *io)
+{
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = io};
+    return epoll_ctl(loop->epfd, EPOLL_CTL_ADD, io->fd, &ev);
+}
+
+int sy_loop_listener_enable(struct sy_loop *loop, struct sy_io *io, int on)
+{
+    struct epoll_event ev = {.events = on ? EPOLLIN : 0, .data.ptr = io};
+    return epoll_ctl(loop->epfd, EPOLL_CTL_MOD, io->fd, &ev);
+}
+
+void sy_loop_del(struct sy_loop *loop, struct sy_io *io)
+{
+    epoll_ctl(loop->epfd, EPOLL_CTL_DEL, io->fd, NULL);
+}
+
+uint64_t sy_loop_now(const struct sy_loop *loop)
+{
+    return loop->now;
+}
+
+uint64_t sy_loop_update_time(struct sy_loop *loop)
+{
+    loop->now = mono_ms();
+    return loop->now;
+}
+
+/* Binary min-heap on `at`; t->_idx is the 1-based slot. */
+static void heap_swap(struct sy_loop *l, size_t a, size_t b)
+{
+    struct sy_timer *t = l->heap[a];
+    l->heap[a] = l->heap[b];
+    l->heap[b] = t;
+    l->heap[a]->_idx = a + 1;
+    l->heap[b]->_idx = b + 1;
+}
+
+static void heap_up(struct sy_loop *l, size_t i)
+{
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (l->heap[p]->at <= l->heap[i]->at)
+            break;
+        heap_swap(l, p, i);
+        i = p;
+    }
+}
+
+static void heap_down(struct sy_loop *l, size_t i)
+{
+    for (;;) {
+        size_t a = 2 * i + 1, b = a + 1, m = i;
+        if (a < l->nheap && l->heap[a]->at < l->heap[m]->at)
+            m = a;
+        if (b < l->nheap && l->heap[b]->at < l->heap[m]->at)
+            m = b;
+        if (m == i)
+            break;
+        heap_swap(l, i, m);
+        i = m;
+    }
+}
+
+void sy_timer_cancel(struct sy_loop *l, struct sy_timer *t)
+{
+    if (!t->_idx)
+        return;
+    size_t i = t->_idx - 1;
+    t->_idx = 0;
+    l->nheap--;
+    if (i != l->nheap) {
+        l->heap[i] = l->heap[l->nheap];
+        l->heap[i]->_idx = i + 1;
+        heap_down(l, i);
+        heap_up(l, i);
+    }
+}
+
+void sy_timer_set(struct sy_loop *l, struct sy_timer *t, uint64_t at)
+{
+    if (t->_idx) {
+        size_t i = t->_idx - 1;
+        uint64_t old = t->at;
+        t->at = at;
+        if (at < old)
+            heap_up(l, i);
+        else
+            heap_down(l, i);
+        return;
+    }
+    if (l->nheap == l->capheap) {
+        l->capheap = l->capheap ? l->capheap * 2 : 256;
+        l->heap = sy_realloc(l->heap, l->capheap * sizeof(*l->heap));
+    }
+    t->at = at;
+    l->heap[l->nheap] = t;
+    t->_idx = ++l->nheap;
+    heap_up(l, l->nheap - 1);
+}
+
+void sy_timer_arm(struct sy_loop *l, struct sy_timer *t, uint64_t at)
+{
+    if (t->_idx && t->at <= at)
+        return;
+    sy_timer_set(l, t, at);
+}
+
+void sy_loop_set_idle(struct sy_loop *loop, sy_loop_idle_cb cb, void *arg)
+{
+    loop->idle_cb = cb;
+    loop->idle_arg = arg;
+}
+
+void sy_loop_set_wake(struct sy_loop *loop, sy_loop_wake_cb cb, void *arg)
+{
+    loop->wake_cb = cb;
+    loop->wake_arg = arg;
+}
+
+void sy_loop_wake(struct sy_loop *loop)
+{
+    if (atomic_exchange(&loop->wake_pending, 1))
+        return;
+    uint64_t one = 1;
+    ssize_t r = write(loop->wake_io.fd, &one, sizeof(one));
+    (void)r;
+}
+
+void sy_loop_stop(struct sy_loop *loop)
+{
+    loop->stop = 1;
+}
+
+static void run_timers(struct sy_loop *l)
+{
+    while (l->nheap && l->heap[0]->at <= l->now) {
+        struct sy_timer *t = l->heap[0];
+        sy_timer_cancel(l, t);
+        t->cb(t);
+    }
+}
+
+void sy_loop_run(struct sy_loop *l)
+{
+    struct epoll_event evs[MAX_EVENTS];
+    while (!l->stop) {
+        int timeout = -1;
+        if (l->nheap) {
+            uint64_t at = l->heap[0]->at;
+            timeout = at <= l->now ? 0 : (int)(at - l->now > 60000 ? 60000 : at - l->now);
+        }
+        int n = epoll_wait(l->epfd, evs, MAX_EVENTS, timeout);
+        if (n < 0 && errno != EINTR) {
+            sy_log_error("loop", "epoll_wait: %s", strerror(errno));
+            break;
+        }
+        sy_loop_update_time(l);
+        for (int i = 0; i < n; i++) {
+            struct sy_io *io = evs[i].data.ptr;
+            io->cb(io, evs[i].events);
+        }
+        run_timers(l);
+        if (l->idle_cb)
+            l->idle_cb(l, l->idle_arg);
+    }
+}

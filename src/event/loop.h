@@ -1,0 +1,82 @@
+/*
+ * loop.h: one event loop per worker thread (epoll, edge-triggered) with a
+ * deadline heap and a cross-thread wake-up.
+ *
+ * Every file descriptor is registered once for EPOLLIN|EPOLLOUT|EPOLLRDHUP
+ * in edge-triggered mode and never re-armed: owners remember readiness
+ * themselves (see struct sy_io) and act until EAGAIN. This keeps the number
+ * of system calls per request at the minimum: no epoll_ctl churn.
+ *
+ * Everything here is used from the loop's own thread only, except
+ * sy_loop_wake().
+ */
+#ifndef SY_EVENT_LOOP_H
+#define SY_EVENT_LOOP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct sy_loop;
+struct sy_io;
+
+/* Called with the epoll event mask (EPOLLIN, EPOLLOUT, EPOLLERR, ...). */
+typedef void (*sy_io_cb)(struct sy_io *io, uint32_t events);
+
+struct sy_io {
+    int fd;
+    sy_io_cb cb;
+};
+
+struct sy_timer;
+typedef void (*sy_timer_cb)(struct sy_timer *t);
+
+/*
+ * A deadline. Embedded in its owner. `at` is in loop milliseconds
+ * (sy_loop_now()). Zero-initialised means "not scheduled".
+ */
+struct sy_timer {
+    uint64_t at;
+    size_t _idx;               /* position in the heap + 1; 0 when not queued */
+    sy_timer_cb cb;
+};
+
+struct sy_loop *sy_loop_new(void);
+void sy_loop_free(struct sy_loop *loop);
+
+/* Registers fd edge-triggered for read and write. Returns 0 or -1 (errno). */
+int sy_loop_add(struct sy_loop *loop, struct sy_io *io);
+/* Registers a listening socket (level-triggered read only, so accept back-off works). */
+int sy_loop_add_listener(struct sy_loop *loop, struct sy_io *io);
+/* Pauses or resumes a listener registered with sy_loop_add_listener. */
+int sy_loop_listener_enable(struct sy_loop *loop, struct sy_io *io, int on);
+void sy_loop_del(struct sy_loop *loop, struct sy_io *io);
+
+/* Monotonic milliseconds, refreshed once per loop iteration. */
+uint64_t sy_loop_now(const struct sy_loop *loop);
+/* Refreshes and returns the cached time. */
+uint64_t sy_loop_update_time(struct sy_loop *loop);
+
+/*
+ * Schedules t to fire at `at`. When t is already queued for an earlier time
+ * it is left there (lazy re-arm): the callback must check whether its real
+ * deadline has come and re-arm otherwise.
+ */
+void sy_timer_arm(struct sy_loop *loop, struct sy_timer *t, uint64_t at);
+/* Moves t to exactly `at` (earlier or later). */
+void sy_timer_set(struct sy_loop *loop, struct sy_timer *t, uint64_t at);
+void sy_timer_cancel(struct sy_loop *loop, struct sy_timer *t);
+
+/* Called at the end of every loop iteration (after events and timers). */
+typedef void (*sy_loop_idle_cb)(struct sy_loop *loop, void *arg);
+void sy_loop_set_idle(struct sy_loop *loop, sy_loop_idle_cb cb, void *arg);
+
+/* Cross-thread wake-up: makes the loop call wake_cb(arg) on its own thread. Thread-safe. */
+typedef void (*sy_loop_wake_cb)(struct sy_loop *loop, void *arg);
+void sy_loop_set_wake(struct sy_loop *loop, sy_loop_wake_cb cb, void *arg);
+void sy_loop_wake(struct sy_loop *loop);
+
+/* Runs until sy_loop_stop(). */
+void sy_loop_run(struct sy_loop *loop);
+void sy_loop_stop(struct sy_loop *loop);
+
+#endif

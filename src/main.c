@@ -1,0 +1,431 @@
+/*
+ * main.c: command line, start-up, signals, reload, upstream name resolution
+ * and graceful shutdown. The main thread never touches a client connection.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <getopt.h>
+#include <netdb.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "acme/acme.h"
+#include "config/config.h"
+#include "core/alloc.h"
+#include "core/log.h"
+#include "proxy/proxy.h"
+#include "tls/tls.h"
+
+static const char usage[] =
+    "Usage: switchyard -c FILE        run with the configuration FILE\n"
+    "       switchyard -t -c FILE     check FILE (and its certificates) and exit\n"
+    "       switchyard --version      print the version\n"
+    "       switchyard --help         this text\n"
+    "\n"
+    "Switchyard is an HTTP/1.1 and HTTPS gateway that sends each request to the\n"
+    "version of an application it asks for (by header, query parameter or pin\n"
+    "cookie). Signals: SIGHUP reloads FILE (a bad file is refused and the running\n"
+    "configuration keeps serving); SIGTERM or SIGINT stop accepting, finish the\n"
+    "requests in flight within timeouts.drain_ms, and exit 0.\n"
+    "Access log: JSON lines on stdout. Errors: stderr. See docs/configuration.md.\n";
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* ---- upstream name resolution (main thread only) ---- */
+
+static int parse_literal(const char *host, uint16_t port, struct sockaddr_storage *out)
+{
+    memset(out, 0, sizeof(*out));
+    struct sockaddr_in *a4 = (struct sockaddr_in *)out;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)out;
+    if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons(port);
+        return 1;
+    }
+    if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons(port);
+        return 1;
+    }
+    return 0;
+}
+
+static void publish_addrs(struct sy_server_rt *rt, const struct sockaddr_storage *a, uint32_t n)
+{
+    atomic_fetch_add_explicit(&rt->seq, 1, memory_order_acq_rel);
+    atomic_thread_fence(memory_order_release);
+    memcpy(rt->addrs, a, n * sizeof(*a));
+    rt->naddrs = n;
+    atomic_thread_fence(memory_order_release);
+    atomic_fetch_add_explicit(&rt->seq, 1, memory_order_acq_rel);
+}
+
+/* Resolves one server. Keeps the previous addresses when resolution fails. */
+static void resolve_server(struct sy_server_rt *rt)
+{
+    const struct sy_server_conf *sc = rt->conf;
+    rt->resolved_at = mono_ms();
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    struct addrinfo *res = NULL;
+    char port[8];
+    snprintf(port, sizeof(port), "%u", sc->port);
+    int rc = getaddrinfo(sc->host, port, &hints, &res);
+    if (rc != 0) {
+        sy_log_warn("resolver", "cannot resolve %s: %s%s", sc->name, gai_strerror(rc),
+                    rt->naddrs ? " (keeping the previous addresses)" : "");
+        return;
+    }
+    struct sockaddr_storage a[SY_MAX_ADDRS];
+    uint32_t n = 0;
+    for (struct addrinfo *ai = res; ai && n < SY_MAX_ADDRS; ai = ai->ai_next) {
+        if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
+            continue;
+        int dup = 0;
+        for (uint32_t k = 0; k < n; k++)
+            if (!memcmp(&a[k], ai->ai_addr, ai->ai_addrlen))
+                dup = 1;
+        if (dup)
+            continue;
+        memset(&a[n], 0, sizeof(a[n]));
+        memcpy(&a[n], ai->ai_addr, ai->ai_addrlen);
+        n++;
+    }
+    freeaddrinfo(res);
+    if (n != rt->naddrs || memcmp(a, rt->addrs, n * sizeof(a[0])) != 0) {
+        if (rt->naddrs)
+            sy_log_info("resolver", "%s now resolves to %u address(es)", sc->name, n);
+        publish_addrs(rt, a, n);
+    }
+}
+
+static struct sy_snapshot *snapshot_new(struct sy_config *cfg, struct sy_tls *tls,
+                                        const struct sy_snapshot *prev)
+{
+    static uint64_t generation;
+    struct sy_snapshot *s = sy_calloc(1, sizeof(*s));
+    atomic_init(&s->refs, 1);
+    s->generation = ++generation;
+    s->cfg = cfg;
+    s->tls = tls;
+    s->ups = sy_calloc(cfg->nupstreams ? cfg->nupstreams : 1, sizeof(*s->ups));
+    for (size_t i = 0; i < cfg->nupstreams; i++) {
+        const struct sy_upstream_conf *uc = &cfg->upstreams[i];
+        s->ups[i].conf = uc;
+        s->ups[i].servers = sy_calloc(uc->nservers, sizeof(struct sy_server_rt));
+        for (size_t k = 0; k < uc->nservers; k++) {
+            struct sy_server_rt *rt = &s->ups[i].servers[k];
+            rt->conf = &uc->servers[k];
+            atomic_init(&rt->seq, 0);
+            struct sockaddr_storage a;
+            if (parse_literal(rt->conf->host, rt->conf->port, &a)) {
+                rt->literal = 1;
+                publish_addrs(rt, &a, 1);
+                continue;
+            }
+            /* Same name in the previous snapshot: start from its addresses. */
+            int copied = 0;
+            for (size_t pi = 0; prev && pi < prev->cfg->nupstreams && !copied; pi++)
+                for (size_t pk = 0; pk < prev->cfg->upstreams[pi].nservers; pk++) {
+                    struct sy_server_rt *p = &prev->ups[pi].servers[pk];
+                    if (!p->literal && p->naddrs && !strcmp(p->conf->name, rt->conf->name)) {
+                        publish_addrs(rt, p->addrs, p->naddrs);
+                        rt->resolved_at = p->resolved_at;
+                        copied = 1;
+                        break;
+                    }
+                }
+            if (!copied)
+                resolve_server(rt);
+        }
+    }
+    return s;
+}
+
+static void resolve_due(struct sy_snapshot *s)
+{
+    uint64_t now = mono_ms();
+    for (size_t i = 0; i < s->cfg->nupstreams; i++) {
+        uint32_t every = s->cfg->upstreams[i].resolve_interval_ms;
+        for (size_t k = 0; k < s->cfg->upstreams[i].nservers; k++) {
+            struct sy_server_rt *rt = &s->ups[i].servers[k];
+            if (rt->literal)
+                continue;
+            /* Unresolved names are retried every second. */
+            uint64_t due = rt->resolved_at + (rt->naddrs ? every : 1000);
+            if (now >= due)
+                resolve_server(rt);
+        }
+    }
+}
+
+/* ---- configuration ---- */
+
+static struct sy_config *load_checked(const char *path, struct sy_tls **tls, char **err)
+{
+    struct sy_config *cfg = sy_config_load(path, err);
+    if (!cfg)
+        return NULL;
+    if (cfg->tls.acme.enabled && sy_acme_check_conf(&cfg->tls.acme, err) < 0) {
+        char *e = sy_asprintf("%s:%d: %s", cfg->file, cfg->tls.acme.line, *err);
+        sy_free(*err);
+        *err = e;
+        sy_config_free(cfg);
+        return NULL;
+    }
+    *tls = NULL;
+    if (cfg->listen_https.set || cfg->tls.ncerts || cfg->tls.acme.enabled) {
+        *tls = sy_tls_new(cfg, err);
+        if (!*tls && *err) {
+            sy_config_free(cfg);
+            return NULL;
+        }
+    }
+    return cfg;
+}
+
+static int same_listen(const struct sy_listen_addr *a, const struct sy_listen_addr *b)
+{
+    if (a->set != b->set)
+        return 0;
+    return !a->set || (a->len == b->len && !memcmp(&a->ss, &b->ss, a->len));
+}
+
+static struct sy_tls_watch *watcher;
+static int watch_efd = -1;
+
+static void certs_changed(void *arg)
+{
+    (void)arg;
+    uint64_t one = 1;
+    ssize_t r = write(watch_efd, &one, sizeof(one));
+    (void)r;
+}
+
+static void reload(const char *path, const char *why)
+{
+    struct sy_snapshot *cur = atomic_load(&sy_proc.current);
+    char *err = NULL;
+    struct sy_tls *tls = NULL;
+    struct sy_config *cfg = load_checked(path, &tls, &err);
+    if (cfg && (!same_listen(&cfg->listen_http, &cur->cfg->listen_http) ||
+                !same_listen(&cfg->listen_https, &cur->cfg->listen_https) ||
+                !same_listen(&cfg->listen_admin, &cur->cfg->listen_admin))) {
+        err = sy_asprintf("%s: listen addresses cannot change on reload (restart instead)", path);
+        if (tls)
+            sy_tls_unref(tls);
+        sy_config_free(cfg);
+        cfg = NULL;
+    }
+    if (!cfg) {
+        sy_log_error("reload", "reload refused (%s), still serving the previous configuration: %s",
+                     why, err ? err : "unknown error");
+        sy_free(err);
+        atomic_fetch_add(&sy_proc.reloads_failed, 1);
+        return;
+    }
+    if (cfg->log.level >= 0)
+        sy_log_level = (enum sy_log_level)cfg->log.level;
+    struct sy_snapshot *s = snapshot_new(cfg, tls, cur);
+    for (unsigned i = 0; i < sy_proc.nworkers; i++)
+        sy_worker_deliver(&sy_proc.workers[i], s);
+    atomic_store(&sy_proc.current, s);
+    sy_snapshot_unref(cur);
+    atomic_fetch_add(&sy_proc.reloads_ok, 1);
+    if (watcher)
+        sy_tls_watch_set(watcher, cfg);
+    sy_log_info("reload", "configuration reloaded (%s): %s, generation %llu", why, path,
+                (unsigned long long)s->generation);
+}
+
+/* ---- main ---- */
+
+static unsigned cpu_count(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 && n < 256 ? (unsigned)n : 1;
+}
+
+static void raise_nofile(uint32_t want)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return;
+    rlim_t need = (rlim_t)want * 2 + 64;
+    if (rl.rlim_cur >= need)
+        return;
+    rl.rlim_cur = need < rl.rlim_max ? need : rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+}
+
+static void drain_and_exit(void)
+{
+    struct sy_snapshot *cur = atomic_load(&sy_proc.current);
+    uint64_t until = mono_ms() + cur->cfg->timeouts.drain_ms;
+    sy_log_info("main", "draining: no new connections, finishing requests in flight (up to %u ms)",
+                cur->cfg->timeouts.drain_ms);
+    atomic_store(&sy_proc.draining, 1);
+    for (unsigned i = 0; i < sy_proc.nworkers; i++)
+        sy_worker_drain(&sy_proc.workers[i]);
+    for (;;) {
+        uint32_t open = 0;
+        for (unsigned i = 0; i < sy_proc.nworkers; i++)
+            open += __atomic_load_n(&sy_proc.workers[i].nconns_pub, __ATOMIC_RELAXED);
+        if (open == 0 || mono_ms() >= until) {
+            if (open)
+                sy_log_warn("main", "drain timeout: closing %u connection(s)", open);
+            break;
+        }
+        usleep(20000);
+    }
+    atomic_store(&sy_proc.draining, 2);
+    for (unsigned i = 0; i < sy_proc.nworkers; i++) {
+        sy_loop_wake(sy_proc.workers[i].loop);
+        pthread_join(sy_proc.workers[i].thread, NULL);
+    }
+    if (watcher)
+        sy_tls_watch_stop(watcher);
+    sy_acme_stop(sy_proc.acme);
+    sy_log_info("main", "stopped");
+    fflush(stdout);
+    _exit(0);
+}
+
+int main(int argc, char **argv)
+{
+    const char *path = NULL;
+    int test_only = 0;
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"test", no_argument, NULL, 't'},
+        {"version", no_argument, NULL, 'V'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int ch;
+    while ((ch = getopt_long(argc, argv, "c:tVvh", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'c':
+            path = optarg;
+            break;
+        case 't':
+            test_only = 1;
+            break;
+        case 'V':
+        case 'v':
+            printf("switchyard %s\n", SY_VERSION);
+            return 0;
+        case 'h':
+            fputs(usage, stdout);
+            return 0;
+        default:
+            fputs(usage, stderr);
+            return 2;
+        }
+    }
+    if (!path || optind != argc) {
+        fputs(usage, stderr);
+        return 2;
+    }
+
+    char *err = NULL;
+    struct sy_tls *tls = NULL;
+    struct sy_config *cfg = load_checked(path, &tls, &err);
+    if (!cfg) {
+        fprintf(stderr, "%s\n", err ? err : "cannot load configuration");
+        sy_free(err);
+        return 1;
+    }
+    if (test_only) {
+        fprintf(stderr, "%s: configuration ok\n", path);
+        if (tls)
+            sy_tls_unref(tls);
+        sy_config_free(cfg);
+        return 0;
+    }
+    if (cfg->log.level >= 0)
+        sy_log_level = (enum sy_log_level)cfg->log.level;
+
+    signal(SIGPIPE, SIG_IGN);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    int sfd = signalfd(-1, &set, SFD_CLOEXEC);
+    watch_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+
+    raise_nofile(cfg->limits.max_connections);
+    sy_proc.start_time = (uint64_t)time(NULL);
+    sy_proc.nworkers = cfg->workers ? cfg->workers : cpu_count();
+    sy_proc.workers = sy_calloc(sy_proc.nworkers, sizeof(struct sy_worker));
+    for (unsigned i = 0; i < sy_proc.nworkers; i++) {
+        struct sy_worker *w = &sy_proc.workers[i];
+        w->id = i;
+        if (sy_worker_open_listeners(w, cfg, NULL, &err) < 0) {
+            fprintf(stderr, "%s: %s\n", path, err);
+            return 1;
+        }
+    }
+    struct sy_snapshot *s = snapshot_new(cfg, tls, NULL);
+    atomic_store(&sy_proc.current, s);
+    if (cfg->tls.acme.enabled) {
+        sy_proc.acme = sy_acme_start(&cfg->tls.acme);
+        if (!sy_proc.acme)
+            sy_log_error("main", "ACME could not start; certificates will not be issued");
+    }
+    for (unsigned i = 0; i < sy_proc.nworkers; i++) {
+        if (sy_worker_start(&sy_proc.workers[i], s) < 0) {
+            fprintf(stderr, "switchyard: cannot start worker %u\n", i);
+            return 1;
+        }
+    }
+    if (tls || cfg->tls.acme.enabled) {
+        watcher = sy_tls_watch_start(certs_changed, NULL);
+        if (watcher)
+            sy_tls_watch_set(watcher, cfg);
+    }
+    sy_log_info("main", "switchyard %s serving %s%s%s%s%s with %u worker(s), epoll", SY_VERSION,
+                cfg->listen_http.set ? "http " : "",
+                cfg->listen_http.set ? cfg->listen_http.text : "",
+                cfg->listen_https.set ? " https " : "",
+                cfg->listen_https.set ? cfg->listen_https.text : "",
+                cfg->listen_admin.set ? " (admin on the admin listener)" : "", sy_proc.nworkers);
+
+    for (;;) {
+        struct pollfd pfd[2] = {{sfd, POLLIN, 0}, {watch_efd, POLLIN, 0}};
+        int n = poll(pfd, 2, 1000);
+        if (n < 0 && errno != EINTR)
+            break;
+        if (pfd[0].revents & POLLIN) {
+            struct signalfd_siginfo si;
+            if (read(sfd, &si, sizeof(si)) == sizeof(si)) {
+                if (si.ssi_signo == SIGHUP)
+                    reload(path, "SIGHUP");
+                else
+                    drain_and_exit();
+            }
+        }
+        if (pfd[1].revents & POLLIN) {
+            uint64_t v;
+            if (read(watch_efd, &v, sizeof(v)) == sizeof(v))
+                reload(path, "certificate files changed");
+        }
+        resolve_due(atomic_load(&sy_proc.current));
+    }
+    return 1;
+}

@@ -1,0 +1,128 @@
+/*
+ * conn.h: private types of the connection state machine (conn.c, upstream.c,
+ * headers.c, accesslog.c, admin). Not part of any public API.
+ */
+#ifndef SY_PROXY_CONN_H
+#define SY_PROXY_CONN_H
+
+#include <netinet/in.h>
+#include <stdint.h>
+
+#include "http/h1.h"
+#include "proxy/proxy.h"
+#include "route/route.h"
+
+struct sy_tls_conn;
+
+enum sy_conn_state {
+    SY_ST_HANDSHAKE = 0,       /* TLS handshake in progress */
+    SY_ST_HEAD,                /* reading a request head (or idle between requests) */
+    SY_ST_PROXY,               /* a request is being forwarded */
+    SY_ST_TUNNEL,              /* Upgrade: bytes flow both ways */
+    SY_ST_RESPOND,             /* writing a response made by the gateway */
+    SY_ST_ADMIN,               /* admin listener connection */
+    SY_ST_CLOSED
+};
+
+/* One connection to an upstream server. */
+struct sy_upconn {
+    struct sy_io io;
+    struct sy_list link;       /* wserver idle list, or worker closed list */
+    struct sy_worker *w;
+    struct sy_wserver *srv;
+    struct sy_conn *owner;     /* NULL while idle */
+    struct sy_timer timer;     /* idle expiry while pooled */
+    unsigned readable : 1, writable : 1, connected : 1, eof : 1, dead : 1, reused : 1;
+    char *buf;                 /* response bytes: [off, len) */
+    size_t off, len;
+    char addr[64];             /* "ip:port" for logs */
+};
+
+#define SY_MAX_HEADERS_CAP 256
+
+struct sy_conn {
+    struct sy_io io;
+    struct sy_list link;
+    struct sy_worker *w;
+    struct sy_wsnap *ws;
+    struct sy_tls_conn *tls;
+    enum sy_conn_state state;
+    unsigned readable : 1, writable : 1, rd_eof : 1, https : 1, close_after : 1;
+    unsigned tls_want_write : 1, tls_want_read : 1;
+    struct sy_timer timer;
+    uint64_t t_accept, t_client, t_up, t_head_start, t_req_start_us;
+    char peer_ip[INET6_ADDRSTRLEN];
+    uint16_t peer_port;
+
+    /* Client input: [roff, rlen) valid. rbuf is a pooled buffer or a private larger one. */
+    char *rbuf;
+    size_t rcap, roff, rlen;
+    int rbuf_private;
+
+    /* The request in flight. */
+    struct sy_h1_request req;
+    struct sy_h1_header hdrs[SY_MAX_HEADERS_CAP];
+    struct sy_h1_framing rf;
+    struct sy_route_result route;
+    size_t head_len;           /* bytes of the request head at rbuf+roff (kept until the end) */
+    size_t bpos;               /* next body byte not yet written upstream */
+    size_t bscan;              /* body bytes up to here are validated and ready to write */
+    size_t uscan;              /* response bytes in up->buf up to here are validated */
+    uint64_t req_remaining;    /* CL body bytes still to forward */
+    struct sy_h1_chunked req_chunked;
+    unsigned req_done : 1, head_sent : 1, expect_sent : 1, upgrade : 1, retried_reuse : 1;
+    unsigned resp_started : 1, resp_head_done : 1, resp_done : 1, resp_close : 1;
+    unsigned resp_chunked_out : 1, connecting : 1, lingering : 1, is_admin : 1;
+    uint64_t tried;            /* bitmask of servers tried (first 64) */
+    struct sy_wupstream *wup;
+    struct sy_upconn *up;
+    uint64_t t_connect;
+
+    /* Bytes to the upstream (request head) and to the client (response head). */
+    char *obuf;
+    size_t ooff, olen;
+    char *hbuf;
+    size_t hoff, hlen;
+
+    /* Response. */
+    struct sy_h1_framing sf;
+    int status;
+    uint64_t resp_remaining;
+    struct sy_h1_chunked resp_chunked;
+    uint64_t bytes_in, bytes_out;
+    char reqid[40];
+    struct sy_str reqid_in;    /* X-Request-Id as received (points into rbuf) */
+
+    /* Copies for the access log (the head may be consumed before the end). */
+    char log_method[16];
+    char *log_path;
+    const char *log_upstream;
+    char log_upstream_buf[64];
+};
+
+/* headers.c */
+size_t sy_build_upstream_head(struct sy_conn *c, char *out, size_t cap);
+size_t sy_build_response_head(struct sy_conn *c, const struct sy_h1_response *resp, char *out,
+                              size_t cap);
+size_t sy_build_simple_response(char *out, size_t cap, int status, const char *extra_headers,
+                                const char *body, int close);
+const char *sy_status_reason(int status);
+
+/* upstream.c */
+struct sy_wserver *sy_upstream_pick(struct sy_conn *c, struct sy_wupstream *wup, uint64_t now);
+struct sy_upconn *sy_upconn_take_idle(struct sy_wserver *s);
+struct sy_upconn *sy_upconn_connect(struct sy_worker *w, struct sy_wserver *s, int *err);
+void sy_upconn_release(struct sy_upconn *u, int reusable, uint32_t keep);
+void sy_upconn_close(struct sy_upconn *u);
+void sy_upstream_mark_down(struct sy_wserver *s, const struct sy_upstream_conf *uc, uint64_t now);
+void sy_upconn_reap(struct sy_worker *w);
+
+/* accesslog.c */
+void sy_accesslog_write(struct sy_conn *c, uint64_t duration_us);
+void sy_request_id(struct sy_worker *w, char *out);
+
+/* conn.c: upstream events land here */
+void sy_conn_upstream_event(struct sy_upconn *u, uint32_t events);
+int sy_admin_pump(struct sy_conn *c);
+
+#endif

@@ -1,0 +1,265 @@
+/*
+ * headers.c: the heads the gateway writes: the request to the upstream, the
+ * response to the client, and its own small responses.
+ *
+ * Hop-by-hop fields (RFC 9110 §7.6.1) are dropped in both directions, with
+ * every name listed in Connection. Upgrade requests and 101 responses keep
+ * Connection and Upgrade exactly as sent: some applications compare them
+ * byte for byte.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "proxy/conn.h"
+#include "tls/tls.h"
+
+struct wbuf {
+    char *p;
+    size_t len, cap;
+    int overflow;
+};
+
+static void put(struct wbuf *b, const char *s, size_t n)
+{
+    if (b->overflow || b->len + n > b->cap) {
+        b->overflow = 1;
+        return;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+}
+
+static void puts_(struct wbuf *b, const char *s)
+{
+    put(b, s, strlen(s));
+}
+
+static void putstr(struct wbuf *b, struct sy_str s)
+{
+    put(b, s.p, s.len);
+}
+
+static void put_header(struct wbuf *b, struct sy_str name, struct sy_str value)
+{
+    putstr(b, name);
+    put(b, ": ", 2);
+    putstr(b, value);
+    put(b, "\r\n", 2);
+}
+
+#define MAX_CONN_NAMES 16
+
+struct hop {
+    struct sy_str names[MAX_CONN_NAMES];
+    size_t n;
+};
+
+/* Collects the names listed in every Connection field. */
+static void collect_connection(const struct sy_h1_header *h, size_t n, struct hop *hop)
+{
+    hop->n = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!sy_str_caseeq_cstr(h[i].name, "connection"))
+            continue;
+        size_t pos = 0;
+        struct sy_str e;
+        while (sy_h1_next_list_elem(h[i].value, &pos, &e))
+            if (e.len && hop->n < MAX_CONN_NAMES)
+                hop->names[hop->n++] = e;
+    }
+}
+
+static int listed(const struct hop *hop, struct sy_str name)
+{
+    for (size_t i = 0; i < hop->n; i++)
+        if (sy_str_caseeq(hop->names[i], name))
+            return 1;
+    return 0;
+}
+
+static int is_hop_by_hop(struct sy_str name)
+{
+    switch (name.len) {
+    case 2:
+        return sy_str_caseeq_cstr(name, "te");
+    case 7:
+        return sy_str_caseeq_cstr(name, "trailer") || sy_str_caseeq_cstr(name, "upgrade");
+    case 10:
+        return sy_str_caseeq_cstr(name, "connection") || sy_str_caseeq_cstr(name, "keep-alive");
+    case 16:
+        return sy_str_caseeq_cstr(name, "proxy-connection");
+    case 17:
+        return sy_str_caseeq_cstr(name, "transfer-encoding");
+    case 14:
+        return sy_str_caseeq_cstr(name, "http2-settings");
+    default:
+        return 0;
+    }
+}
+
+size_t sy_build_upstream_head(struct sy_conn *c, char *out, size_t cap)
+{
+    struct wbuf b = {out, 0, cap, 0};
+    const struct sy_h1_request *r = &c->req;
+    struct hop hop;
+    collect_connection(r->headers, r->num_headers, &hop);
+
+    putstr(&b, r->method);
+    put(&b, " ", 1);
+    putstr(&b, r->target);
+    puts_(&b, r->minor_version == 0 ? " HTTP/1.0\r\n" : " HTTP/1.1\r\n");
+
+    struct sy_str xff[8];
+    size_t nxff = 0;
+    for (size_t i = 0; i < r->num_headers; i++) {
+        const struct sy_h1_header *h = &r->headers[i];
+        if (c->upgrade && (sy_str_caseeq_cstr(h->name, "connection") ||
+                           sy_str_caseeq_cstr(h->name, "upgrade"))) {
+            put_header(&b, h->name, h->value);
+            continue;
+        }
+        if (is_hop_by_hop(h->name) || listed(&hop, h->name))
+            continue;
+        if (h->name.len == 6 && sy_str_caseeq_cstr(h->name, "expect"))
+            continue; /* answered by the gateway */
+        if (h->name.len == 15 && sy_str_caseeq_cstr(h->name, "x-forwarded-for")) {
+            if (nxff < 8 && h->value.len)
+                xff[nxff++] = h->value;
+            continue;
+        }
+        if ((h->name.len == 17 && sy_str_caseeq_cstr(h->name, "x-forwarded-proto")) ||
+            (h->name.len == 16 && sy_str_caseeq_cstr(h->name, "x-forwarded-host")))
+            continue;
+        put_header(&b, h->name, h->value);
+    }
+    /* X-Forwarded-For: the received list (all fields, in order), then this client. */
+    put(&b, "X-Forwarded-For: ", 17);
+    for (size_t i = 0; i < nxff; i++) {
+        putstr(&b, xff[i]);
+        put(&b, ", ", 2);
+    }
+    puts_(&b, c->peer_ip);
+    put(&b, "\r\n", 2);
+    puts_(&b, c->https ? "X-Forwarded-Proto: https\r\n" : "X-Forwarded-Proto: http\r\n");
+    if (c->rf.host)
+        put_header(&b, SY_STR_LIT("X-Forwarded-Host"), c->rf.host->value);
+    if (!c->reqid_in.p) {
+        put(&b, "X-Request-Id: ", 14);
+        puts_(&b, c->reqid);
+        put(&b, "\r\n", 2);
+    }
+    if (c->rf.body == SY_H1_BODY_CHUNKED)
+        puts_(&b, "Transfer-Encoding: chunked\r\n");
+    if (r->minor_version == 0 && !c->upgrade)
+        puts_(&b, "Connection: keep-alive\r\n");
+    put(&b, "\r\n", 2);
+    return b.overflow ? 0 : b.len;
+}
+
+const char *sy_status_reason(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 204: return "No Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 304: return "Not Modified";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 417: return "Expectation Failed";
+    case 421: return "Misdirected Request";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Unknown";
+    }
+}
+
+size_t sy_build_response_head(struct sy_conn *c, const struct sy_h1_response *resp, char *out,
+                              size_t cap)
+{
+    struct wbuf b = {out, 0, cap, 0};
+    const struct sy_config *cfg = c->ws->snap->cfg;
+    const struct sy_site_conf *site = c->route.site;
+    const char *vheader = site && site->has_version ? site->version.header : NULL;
+    struct hop hop;
+    collect_connection(resp->headers, resp->num_headers, &hop);
+    int upgrade = resp->status == 101;
+    int has_sts = 0;
+
+    char line[64];
+    int n = snprintf(line, sizeof(line), "HTTP/1.1 %d ", resp->status);
+    put(&b, line, (size_t)n);
+    putstr(&b, resp->reason);
+    put(&b, "\r\n", 2);
+    for (size_t i = 0; i < resp->num_headers; i++) {
+        const struct sy_h1_header *h = &resp->headers[i];
+        if (upgrade && (sy_str_caseeq_cstr(h->name, "connection") ||
+                        sy_str_caseeq_cstr(h->name, "upgrade"))) {
+            put_header(&b, h->name, h->value);
+            continue;
+        }
+        if (is_hop_by_hop(h->name) || listed(&hop, h->name))
+            continue;
+        if (vheader && sy_str_caseeq_cstr(h->name, vheader))
+            continue;
+        if (h->name.len == 25 && sy_str_caseeq_cstr(h->name, "strict-transport-security"))
+            has_sts = 1;
+        put_header(&b, h->name, h->value);
+    }
+    if (resp->status >= 200) {
+        if (vheader && c->route.route) {
+            puts_(&b, vheader);
+            put(&b, ": ", 2);
+            puts_(&b, c->route.route->version);
+            put(&b, "\r\n", 2);
+        }
+        if (site && site->has_version && site->version.cookie && c->route.pin != SY_PIN_KEEP) {
+            char ck[512];
+            size_t m = sy_route_pin_cookie(ck, sizeof(ck), site->version.cookie,
+                                           c->route.route ? c->route.route->version : "",
+                                           c->https, c->route.pin == SY_PIN_CLEAR);
+            put(&b, ck, m);
+        }
+        if (c->https && cfg->tls.hsts && !has_sts) {
+            puts_(&b, "Strict-Transport-Security: ");
+            puts_(&b, cfg->tls.hsts);
+            put(&b, "\r\n", 2);
+        }
+    }
+    if (!upgrade && resp->status >= 200) {
+        if (c->resp_chunked_out)
+            puts_(&b, "Transfer-Encoding: chunked\r\n");
+        if (c->resp_close)
+            puts_(&b, "Connection: close\r\n");
+        else if (c->req.minor_version == 0)
+            puts_(&b, "Connection: keep-alive\r\n");
+    }
+    put(&b, "\r\n", 2);
+    return b.overflow ? 0 : b.len;
+}
+
+size_t sy_build_simple_response(char *out, size_t cap, int status, const char *extra_headers,
+                                const char *body, int close)
+{
+    int n = snprintf(out, cap,
+                     "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                     "Content-Length: %zu\r\n%s%s\r\n%s",
+                     status, sy_status_reason(status), strlen(body), extra_headers ? extra_headers : "",
+                     close ? "Connection: close\r\n" : "", body);
+    if (n < 0 || (size_t)n >= cap)
+        return 0;
+    return (size_t)n;
+}

@@ -1,0 +1,168 @@
+/*
+ * proxy.h: the gateway's runtime: configuration snapshots, worker threads,
+ * upstream state and the connection state machine.
+ *
+ * Threading: each worker owns an event loop, its listening sockets, its
+ * connections, its upstream pools and its metrics. Nothing on the request
+ * path takes a lock. The main thread builds snapshots (config + resolved
+ * upstream addresses + TLS store), hands each worker a reference through a
+ * mailbox, and re-resolves upstream names.
+ */
+#ifndef SY_PROXY_PROXY_H
+#define SY_PROXY_PROXY_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "admin/metrics.h"
+#include "config/config.h"
+#include "core/list.h"
+#include "event/loop.h"
+
+struct sy_tls;
+struct sy_acme;
+
+#define SY_MAX_ADDRS 16
+
+/* Addresses of one configured server, published by the resolver with a seqlock. */
+struct sy_server_rt {
+    const struct sy_server_conf *conf;
+    atomic_uint seq;           /* odd while the resolver writes */
+    uint32_t naddrs;
+    struct sockaddr_storage addrs[SY_MAX_ADDRS];
+    int literal;               /* IP literal: never re-resolved */
+    uint64_t resolved_at;      /* main thread only */
+};
+
+struct sy_upstream_rt {
+    const struct sy_upstream_conf *conf;
+    struct sy_server_rt *servers;
+};
+
+/* An immutable snapshot: what a connection runs with. Refcounted across threads. */
+struct sy_snapshot {
+    atomic_int refs;
+    uint64_t generation;
+    struct sy_config *cfg;
+    struct sy_upstream_rt *ups;    /* cfg->nupstreams */
+    struct sy_tls *tls;            /* NULL without listen.https */
+};
+
+void sy_snapshot_ref(struct sy_snapshot *s);
+void sy_snapshot_unref(struct sy_snapshot *s);
+
+/* Copies the addresses of server rt into out (seqlock read). Returns the count. */
+uint32_t sy_server_addrs(struct sy_server_rt *rt, struct sockaddr_storage *out, uint32_t max);
+
+/* Per-worker state of one server. */
+struct sy_wserver {
+    struct sy_server_rt *rt;
+    uint64_t down_until;       /* loop ms; 0 = up */
+    uint32_t outstanding;      /* requests in flight on this worker */
+    uint32_t addr_rr;
+    struct sy_list idle;       /* idle keep-alive connections (struct sy_upconn.link) */
+    uint32_t nidle;
+};
+
+struct sy_wupstream {
+    struct sy_upstream_rt *rt;
+    struct sy_wserver *servers;
+    uint32_t rr;
+    struct sy_uperr_counter *errs;
+};
+
+/* A worker's view of one snapshot. Refcounted by connections of that worker only. */
+struct sy_wsnap {
+    struct sy_snapshot *snap;
+    struct sy_worker *w;
+    int refs;
+    struct sy_wupstream *ups;
+    struct sy_req_counter ***site_counters; /* [site][route or 0] */
+    struct sy_req_counter *nosite_counter;
+};
+
+struct sy_listener {
+    struct sy_io io;
+    struct sy_worker *w;
+    int kind;                  /* SY_LISTEN_HTTP, SY_LISTEN_HTTPS, SY_LISTEN_ADMIN */
+};
+
+enum { SY_LISTEN_HTTP = 0, SY_LISTEN_HTTPS, SY_LISTEN_ADMIN };
+
+struct sy_worker {
+    unsigned id;
+    pthread_t thread;
+    struct sy_loop *loop;
+    struct sy_listener listeners[3];
+    struct sy_wsnap *ws;                       /* current */
+    _Atomic(struct sy_snapshot *) mailbox;     /* new snapshot handed over by main (with a ref) */
+    atomic_int draining;
+    int accept_paused;
+    struct sy_timer accept_timer;
+    struct sy_timer tick;
+    uint32_t nconns_pub;                       /* nconns as seen by main while draining */
+    struct sy_list conns;                      /* all client connections */
+    struct sy_list closed;                     /* closed, freed at the end of the iteration */
+    struct sy_list closed_up;                  /* closed upstream connections, likewise */
+    uint32_t nconns;
+    uint32_t max_conns;
+    struct sy_metrics metrics;
+    char *buf_free;                            /* free list of SY_BUF_SIZE buffers */
+    uint32_t nbuf_free;
+    char *log;                                 /* access log buffer */
+    size_t loglen;
+    uint64_t log_flushed_at;
+    uint64_t rng[2];
+    uint64_t reqseq;
+};
+
+#define SY_BUF_SIZE 16384
+
+/* The process: workers and global state shared with the admin endpoint. */
+struct sy_process {
+    struct sy_worker *workers;
+    unsigned nworkers;
+    _Atomic(struct sy_snapshot *) current;
+    atomic_ullong reloads_ok, reloads_failed;
+    atomic_int draining;
+    uint64_t start_time;
+    struct sy_acme *acme;
+};
+
+extern struct sy_process sy_proc;
+
+static inline int sy_atomic_draining(void)
+{
+    return atomic_load_explicit(&sy_proc.draining, memory_order_relaxed);
+}
+
+/* Worker lifecycle (worker.c). Listening sockets are opened by main. */
+int sy_worker_open_listeners(struct sy_worker *w, const struct sy_config *cfg, int *inherit_fds,
+                             char **err);
+int sy_worker_start(struct sy_worker *w, struct sy_snapshot *s);
+void sy_worker_deliver(struct sy_worker *w, struct sy_snapshot *s); /* takes a ref */
+void sy_worker_drain(struct sy_worker *w);
+
+struct sy_wsnap *sy_wsnap_get(struct sy_worker *w);
+void sy_wsnap_unref(struct sy_wsnap *ws);
+
+/* Buffers of SY_BUF_SIZE bytes from the worker's free list. */
+char *sy_worker_buf_get(struct sy_worker *w);
+void sy_worker_buf_put(struct sy_worker *w, char *b);
+
+/* Connections (conn.c). */
+void sy_conn_accept(struct sy_worker *w, int fd, const struct sockaddr_storage *peer, int https);
+void sy_conn_close_all_idle(struct sy_worker *w);
+void sy_conn_reap(struct sy_worker *w);
+void sy_admin_accept(struct sy_worker *w, int fd);
+
+/* Upstream connections (upstream.c). */
+struct sy_upconn;
+void sy_upstream_release_idle(struct sy_wserver *s, struct sy_loop *loop);
+
+/* Access log (accesslog.c). */
+void sy_accesslog_flush(struct sy_worker *w);
+
+#endif

@@ -1,0 +1,348 @@
+/*
+ * worker.c: worker threads, their listeners, accept back-off, buffer pools
+ * and their view of configuration snapshots.
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/log.h"
+#include "proxy/conn.h"
+#include "tls/tls.h"
+
+#define BUF_POOL_MAX 256
+#define ACCEPT_BACKOFF_MS 100
+
+struct sy_process sy_proc;
+
+/* ---- snapshots ---- */
+
+void sy_snapshot_ref(struct sy_snapshot *s)
+{
+    atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+}
+
+void sy_snapshot_unref(struct sy_snapshot *s)
+{
+    if (!s || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    if (s->tls)
+        sy_tls_unref(s->tls);
+    for (size_t i = 0; i < s->cfg->nupstreams; i++)
+        sy_free(s->ups[i].servers);
+    sy_free(s->ups);
+    sy_config_free(s->cfg);
+    sy_free(s);
+}
+
+static struct sy_wsnap *wsnap_new(struct sy_worker *w, struct sy_snapshot *s)
+{
+    const struct sy_config *cfg = s->cfg;
+    struct sy_wsnap *ws = sy_calloc(1, sizeof(*ws));
+    ws->snap = s;
+    ws->w = w;
+    ws->refs = 1; /* the worker's own */
+    ws->ups = sy_calloc(cfg->nupstreams, sizeof(*ws->ups));
+    for (size_t i = 0; i < cfg->nupstreams; i++) {
+        struct sy_wupstream *wu = &ws->ups[i];
+        wu->rt = &s->ups[i];
+        wu->servers = sy_calloc(cfg->upstreams[i].nservers, sizeof(*wu->servers));
+        for (size_t k = 0; k < cfg->upstreams[i].nservers; k++) {
+            wu->servers[k].rt = &s->ups[i].servers[k];
+            sy_list_init(&wu->servers[k].idle);
+        }
+        wu->rr = w->id; /* workers start their rotation at different servers */
+        wu->errs = sy_metrics_uperr(&w->metrics, cfg->upstreams[i].name);
+    }
+    ws->site_counters = sy_calloc(cfg->nsites, sizeof(*ws->site_counters));
+    for (size_t i = 0; i < cfg->nsites; i++) {
+        const struct sy_site_conf *site = &cfg->sites[i];
+        size_t nr = site->has_version ? site->version.nroutes : 0;
+        ws->site_counters[i] = sy_calloc(nr + 1, sizeof(*ws->site_counters[i]));
+        ws->site_counters[i][0] = sy_metrics_req(&w->metrics, site->hosts[0], "");
+        for (size_t r = 0; r < nr; r++)
+            ws->site_counters[i][r + 1] =
+                sy_metrics_req(&w->metrics, site->hosts[0], site->version.routes[r].version);
+    }
+    ws->nosite_counter = sy_metrics_req(&w->metrics, "", "");
+    return ws;
+}
+
+void sy_wsnap_unref(struct sy_wsnap *ws)
+{
+    if (!ws || --ws->refs > 0)
+        return;
+    const struct sy_config *cfg = ws->snap->cfg;
+    for (size_t i = 0; i < cfg->nupstreams; i++) {
+        for (size_t k = 0; k < cfg->upstreams[i].nservers; k++)
+            sy_upstream_release_idle(&ws->ups[i].servers[k], ws->w->loop);
+        sy_free(ws->ups[i].servers);
+    }
+    sy_free(ws->ups);
+    for (size_t i = 0; i < cfg->nsites; i++)
+        sy_free(ws->site_counters[i]);
+    sy_free(ws->site_counters);
+    sy_snapshot_unref(ws->snap);
+    sy_free(ws);
+}
+
+struct sy_wsnap *sy_wsnap_get(struct sy_worker *w)
+{
+    return w->ws;
+}
+
+/* Takes a snapshot handed over by the main thread (called on the worker thread). */
+static void take_mailbox(struct sy_worker *w)
+{
+    struct sy_snapshot *s = atomic_exchange(&w->mailbox, NULL);
+    if (!s)
+        return;
+    struct sy_wsnap *old = w->ws;
+    w->ws = wsnap_new(w, s);
+    if (old) {
+        /* Idle pooled connections belong to the old view: close them now. */
+        const struct sy_config *cfg = old->snap->cfg;
+        for (size_t i = 0; i < cfg->nupstreams; i++)
+            for (size_t k = 0; k < cfg->upstreams[i].nservers; k++)
+                sy_upstream_release_idle(&old->ups[i].servers[k], w->loop);
+        sy_wsnap_unref(old);
+    }
+}
+
+void sy_worker_deliver(struct sy_worker *w, struct sy_snapshot *s)
+{
+    sy_snapshot_ref(s);
+    struct sy_snapshot *prev = atomic_exchange(&w->mailbox, s);
+    if (prev)
+        sy_snapshot_unref(prev); /* never taken: the worker has not woken since */
+    sy_loop_wake(w->loop);
+}
+
+/* ---- buffers ---- */
+
+char *sy_worker_buf_get(struct sy_worker *w)
+{
+    if (w->buf_free) {
+        char *b = w->buf_free;
+        memcpy(&w->buf_free, b, sizeof(char *));
+        w->nbuf_free--;
+        return b;
+    }
+    return sy_malloc(SY_BUF_SIZE);
+}
+
+void sy_worker_buf_put(struct sy_worker *w, char *b)
+{
+    if (w->nbuf_free >= BUF_POOL_MAX) {
+        sy_free(b);
+        return;
+    }
+    memcpy(b, &w->buf_free, sizeof(char *));
+    w->buf_free = b;
+    w->nbuf_free++;
+}
+
+/* ---- listeners ---- */
+
+static int open_listener(const struct sy_listen_addr *a, int reuseport, char **err)
+{
+    int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        *err = sy_asprintf("socket for %s: %s", a->text, strerror(errno));
+        return -1;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (reuseport)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    if (a->ss.ss_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (bind(fd, (const struct sockaddr *)&a->ss, a->len) < 0) {
+        *err = sy_asprintf("cannot listen on %s: %s", a->text, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (listen(fd, 4096) < 0) {
+        *err = sy_asprintf("listen on %s: %s", a->text, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static void pause_accept(struct sy_worker *w)
+{
+    if (w->accept_paused)
+        return;
+    w->accept_paused = 1;
+    sy_counter_add(&w->metrics.accept_paused, 1);
+    for (int i = 0; i < 2; i++)
+        if (w->listeners[i].io.fd >= 0)
+            sy_loop_listener_enable(w->loop, &w->listeners[i].io, 0);
+    sy_timer_set(w->loop, &w->accept_timer, sy_loop_now(w->loop) + ACCEPT_BACKOFF_MS);
+}
+
+static void resume_accept(struct sy_timer *t)
+{
+    struct sy_worker *w = SY_CONTAINER_OF(t, struct sy_worker, accept_timer);
+    if (!w->accept_paused || atomic_load(&w->draining))
+        return;
+    if (w->nconns >= w->max_conns) {
+        sy_timer_set(w->loop, t, sy_loop_now(w->loop) + ACCEPT_BACKOFF_MS);
+        return;
+    }
+    w->accept_paused = 0;
+    for (int i = 0; i < 2; i++)
+        if (w->listeners[i].io.fd >= 0)
+            sy_loop_listener_enable(w->loop, &w->listeners[i].io, 1);
+}
+
+static void on_accept(struct sy_io *io, uint32_t events)
+{
+    (void)events;
+    struct sy_listener *l = SY_CONTAINER_OF(io, struct sy_listener, io);
+    struct sy_worker *w = l->w;
+    for (int i = 0; i < 64; i++) {
+        if (l->kind != SY_LISTEN_ADMIN && w->nconns >= w->max_conns) {
+            pause_accept(w);
+            return;
+        }
+        struct sockaddr_storage peer;
+        socklen_t plen = sizeof(peer);
+        int fd = accept4(io->fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return;
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                sy_log_warn("worker", "accept: %s; pausing accepts for %d ms", strerror(errno),
+                            ACCEPT_BACKOFF_MS);
+                if (l->kind != SY_LISTEN_ADMIN)
+                    pause_accept(w);
+                return;
+            }
+            sy_log_warn("worker", "accept: %s", strerror(errno));
+            return;
+        }
+        if (l->kind == SY_LISTEN_ADMIN) {
+            sy_admin_accept(w, fd);
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        sy_conn_accept(w, fd, &peer, l->kind == SY_LISTEN_HTTPS);
+    }
+}
+
+int sy_worker_open_listeners(struct sy_worker *w, const struct sy_config *cfg, int *inherit_fds,
+                             char **err)
+{
+    (void)inherit_fds;
+    const struct sy_listen_addr *addrs[3] = {&cfg->listen_http, &cfg->listen_https,
+                                             &cfg->listen_admin};
+    for (int i = 0; i < 3; i++) {
+        w->listeners[i].io.fd = -1;
+        w->listeners[i].w = w;
+        w->listeners[i].kind = i;
+        w->listeners[i].io.cb = on_accept;
+        if (!addrs[i]->set)
+            continue;
+        if (i == SY_LISTEN_ADMIN && w->id != 0)
+            continue; /* the admin listener lives on worker 0 only */
+        int fd = open_listener(addrs[i], i != SY_LISTEN_ADMIN, err);
+        if (fd < 0)
+            return -1;
+        w->listeners[i].io.fd = fd;
+    }
+    return 0;
+}
+
+/* ---- the thread ---- */
+
+static void on_wake(struct sy_loop *loop, void *arg)
+{
+    struct sy_worker *w = arg;
+    take_mailbox(w);
+    if (atomic_load(&w->draining)) {
+        for (int i = 0; i < 2; i++) {
+            if (w->listeners[i].io.fd >= 0) {
+                sy_loop_del(loop, &w->listeners[i].io);
+                close(w->listeners[i].io.fd);
+                w->listeners[i].io.fd = -1;
+            }
+        }
+        sy_conn_close_all_idle(w);
+    }
+}
+
+static void on_idle(struct sy_loop *loop, void *arg)
+{
+    struct sy_worker *w = arg;
+    sy_conn_reap(w);
+    if (w->loglen && (w->loglen > 16384 || sy_loop_now(loop) - w->log_flushed_at >= 100))
+        sy_accesslog_flush(w);
+    if (atomic_load(&w->draining)) {
+        sy_conn_close_all_idle(w);
+        sy_conn_reap(w);
+        __atomic_store_n(&w->nconns_pub, w->nconns, __ATOMIC_RELAXED);
+        if (atomic_load(&sy_proc.draining) > 1)
+            sy_loop_stop(loop);
+    }
+}
+
+/* Flushes the access log at least every 100 ms even when the loop is quiet. */
+static void tick(struct sy_timer *t)
+{
+    struct sy_worker *w = SY_CONTAINER_OF(t, struct sy_worker, tick);
+    if (w->loglen)
+        sy_accesslog_flush(w);
+    sy_timer_set(w->loop, t, sy_loop_now(w->loop) + 100);
+}
+
+static void *worker_main(void *arg)
+{
+    struct sy_worker *w = arg;
+    w->tick.cb = tick;
+    sy_timer_set(w->loop, &w->tick, sy_loop_now(w->loop) + 100);
+    sy_loop_run(w->loop);
+    sy_timer_cancel(w->loop, &w->tick);
+    if (w->loglen)
+        sy_accesslog_flush(w);
+    return NULL;
+}
+
+int sy_worker_start(struct sy_worker *w, struct sy_snapshot *s)
+{
+    w->loop = w->loop ? w->loop : sy_loop_new();
+    if (!w->loop)
+        return -1;
+    sy_list_init(&w->conns);
+    sy_list_init(&w->closed);
+    sy_list_init(&w->closed_up);
+    w->accept_timer.cb = resume_accept;
+    uint32_t maxc = s->cfg->limits.max_connections;
+    unsigned nw = sy_proc.nworkers ? sy_proc.nworkers : 1;
+    w->max_conns = maxc / nw + (maxc % nw > w->id ? 1 : 0);
+    if (w->max_conns == 0)
+        w->max_conns = 1;
+    sy_snapshot_ref(s);
+    w->ws = wsnap_new(w, s);
+    sy_loop_set_wake(w->loop, on_wake, w);
+    sy_loop_set_idle(w->loop, on_idle, w);
+    for (int i = 0; i < 3; i++)
+        if (w->listeners[i].io.fd >= 0 && sy_loop_add_listener(w->loop, &w->listeners[i].io) < 0)
+            return -1;
+    return pthread_create(&w->thread, NULL, worker_main, w) == 0 ? 0 : -1;
+}
+
+void sy_worker_drain(struct sy_worker *w)
+{
+    atomic_store(&w->draining, 1);
+    sy_loop_wake(w->loop);
+}
