@@ -41,6 +41,9 @@ struct sy_upstream_conf {
     uint32_t resolve_interval_ms; /* default 30s */
 };
 
+/* Longest version value accepted in routes (bytes). */
+#define SY_VERSION_MAX 128
+
 struct sy_version_route {
     char *version;             /* the header/query/cookie value, compared exactly */
     size_t upstream;           /* index into sy_config.upstreams */
@@ -88,6 +91,27 @@ struct sy_tls_conf {
     struct sy_acme_conf acme;
 };
 
+/*
+ * Host lookup index built by the loader for sy_route_find_site(). Entries
+ * borrow their names from sy_site_conf.hosts. Both arrays are sorted by
+ * (len, bytes) for binary search; wildcard entries hold the suffix with its
+ * leading dot (".example.org" for "*.example.org").
+ */
+struct sy_host_entry {
+    const char *name;
+    size_t len;
+    size_t site;               /* index into sy_config.sites */
+};
+
+struct sy_host_index {
+    struct sy_host_entry *exact;
+    size_t nexact;
+    struct sy_host_entry *wild;
+    size_t nwild;
+    int has_catchall;          /* a site lists "*" */
+    size_t catchall;           /* its index when has_catchall */
+};
+
 struct sy_config {
     char *file;
     uint32_t workers;          /* 0 = one per CPU */
@@ -117,6 +141,7 @@ struct sy_config {
     struct sy_site_conf *sites;
     size_t nsites;
     struct sy_tls_conf tls;
+    struct sy_host_index hostidx;
 };
 
 /*
