@@ -282,8 +282,11 @@ static void drain_and_exit(void)
         sy_worker_drain(&sy_proc.workers[i]);
     for (;;) {
         uint32_t open = 0;
-        for (unsigned i = 0; i < sy_proc.nworkers; i++)
+        for (unsigned i = 0; i < sy_proc.nworkers; i++) {
+            if (!atomic_load(&sy_proc.workers[i].drain_ack))
+                open++; /* not yet stopped accepting: its count is not known */
             open += __atomic_load_n(&sy_proc.workers[i].nconns_pub, __ATOMIC_RELAXED);
+        }
         if (open == 0 || mono_ms() >= until) {
             if (open)
                 sy_log_warn("main", "drain timeout: closing %u connection(s)", open);

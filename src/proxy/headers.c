@@ -219,7 +219,7 @@ size_t sy_build_response_head(struct sy_conn *c, const struct sy_h1_response *re
             has_sts = 1;
         put_header(&b, h->name, h->value);
     }
-    if (resp->status >= 200) {
+    if (resp->status >= 200 || upgrade) {
         if (vheader && c->route.route) {
             puts_(&b, vheader);
             put(&b, ": ", 2);

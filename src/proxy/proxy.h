@@ -103,6 +103,7 @@ struct sy_worker {
     struct sy_timer accept_timer;
     struct sy_timer tick;
     uint32_t nconns_pub;                       /* nconns as seen by main while draining */
+    atomic_int drain_ack;                      /* listeners closed, nconns_pub valid */
     struct sy_list conns;                      /* all client connections */
     struct sy_list closed;                     /* closed, freed at the end of the iteration */
     struct sy_list closed_up;                  /* closed upstream connections, likewise */

@@ -278,6 +278,9 @@ static void on_wake(struct sy_loop *loop, void *arg)
             }
         }
         sy_conn_close_all_idle(w);
+        sy_conn_reap(w);
+        __atomic_store_n(&w->nconns_pub, w->nconns, __ATOMIC_RELAXED);
+        atomic_store(&w->drain_ack, 1);
     }
 }
 
