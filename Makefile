@@ -21,7 +21,8 @@ FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 PYTEST   ?= /usr/bin/python3 -m pytest
 E2E_ARGS ?=
 
-.PHONY: all clean check unit e2e asan check-asan fuzz fuzz-replay deps demo checksrc bench bench-quick deploy-check
+.PHONY: all clean check check-build unit unit-bins e2e asan check-asan fuzz fuzz-replay deps demo checksrc \
+        bench bench-quick deploy-check acme-test
 
 all: $(BUILD)/switchyard
 
@@ -40,13 +41,26 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libswitchyard.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_BASE) $(CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libswitchyard.a -lcriterion $(LIBS)
 
+unit-bins: $(UNIT_BINS)
+
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t --jobs 1; done
 
 e2e: $(BUILD)/switchyard
 	SWITCHYARD_BIN=$(abspath $(BUILD)/switchyard) $(PYTEST) -q tests/e2e $(E2E_ARGS)
 
-check: checksrc unit e2e
+# Everything: `make check` is the project's test command.
+check:
+	@scripts/install-deps.sh
+	@$(MAKE) --no-print-directory check-build
+	@$(MAKE) --no-print-directory checksrc unit fuzz-replay acme-test deploy-check
+	@$(MAKE) --no-print-directory e2e
+
+check-build: all unit-bins
+
+acme-test: $(BUILD)/libswitchyard.a
+	$(MAKE) -s -C tests/acme LIB=1 OUT=$(abspath $(BUILD))/acme
+	ACME_DRIVER=$(abspath $(BUILD))/acme/acme_driver $(PYTEST) -q tests/acme
 
 # AddressSanitizer + UndefinedBehaviorSanitizer build in build-asan/.
 asan:
@@ -67,7 +81,9 @@ fuzz fuzz-replay:
 deps:
 	scripts/install-deps.sh
 
-demo: $(BUILD)/switchyard
+demo:
+	@scripts/install-deps.sh
+	@$(MAKE) --no-print-directory all
 	scripts/demo.sh
 
 bench: $(BUILD)/switchyard
