@@ -325,7 +325,8 @@ ssize_t sy_acme_http01_answer(struct sy_acme *a, struct sy_str token, char *out,
     char *t = atomic_load_explicit(&a->thumb, memory_order_acquire);
     if (t == NULL) {
         /* At most one file read per second across all workers. */
-        int64_t now = mono_ms(), last = atomic_load_explicit(&a->thumb_try_ms, memory_order_relaxed);
+        int64_t now = mono_ms();
+        long long last = atomic_load_explicit(&a->thumb_try_ms, memory_order_relaxed);
         if (now - last < 1000 ||
             !atomic_compare_exchange_strong(&a->thumb_try_ms, &last, (long long)now))
             return -1;
