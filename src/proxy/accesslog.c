@@ -83,8 +83,7 @@ void sy_accesslog_write(struct sy_conn *c, uint64_t duration_us)
                       c->peer_ip, c->peer_port);
     lput_str_field(w, "client", client, (size_t)cl, 0);
     lput_str_field(w, "method", c->log_method, strlen(c->log_method), 0);
-    lput_str_field(w, "path", c->log_path ? c->log_path : "", c->log_path ? strlen(c->log_path) : 0,
-                   0);
+    lput_str_field(w, "path", c->log_path.p ? c->log_path.p : "", c->log_path.len, 0);
     char nums[160];
     n = snprintf(nums, sizeof(nums),
                  ",\"status\":%d,\"bytes_in\":%llu,\"bytes_out\":%llu,\"duration_ms\":%.3f",
@@ -136,6 +135,10 @@ void sy_request_id(struct sy_worker *w, char *out)
             w->rng[1] = 0x9e3779b97f4a7c15ULL;
         }
     }
-    uint64_t a = xorshift(w->rng), b = xorshift(w->rng);
-    snprintf(out, 33, "%016llx%016llx", (unsigned long long)a, (unsigned long long)b);
+    static const char hex[] = "0123456789abcdef";
+    uint64_t v[2] = {xorshift(w->rng), xorshift(w->rng)};
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < 16; i++)
+            out[k * 16 + i] = hex[(v[k] >> (60 - 4 * i)) & 0xf];
+    out[32] = '\0';
 }

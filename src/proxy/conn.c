@@ -78,8 +78,15 @@ static ssize_t cread(struct sy_conn *c, char *buf, size_t len)
     }
     for (;;) {
         ssize_t n = read(c->io.fd, buf, len);
-        if (n >= 0)
+        if (n > 0) {
+            /* A short read drained the socket: the next arrival raises a new edge, so skip the
+             * read that would only say EAGAIN. Not when a FIN is already queued (RDHUP seen). */
+            if ((size_t)n < len && !c->rd_hup)
+                c->readable = 0;
             return n;
+        }
+        if (n == 0)
+            return 0;
         if (errno == EINTR)
             continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -136,8 +143,13 @@ static ssize_t uread(struct sy_upconn *u, char *buf, size_t len)
 {
     for (;;) {
         ssize_t n = read(u->io.fd, buf, len);
-        if (n >= 0)
+        if (n > 0) {
+            if ((size_t)n < len && !u->hup)
+                u->readable = 0;
             return n;
+        }
+        if (n == 0)
+            return 0;
         if (errno == EINTR)
             continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -216,11 +228,35 @@ static int rbuf_room_for_head(struct sy_conn *c)
     return 0;
 }
 
+/* Out buffers: a pooled SY_BUF_SIZE buffer when `need` fits, a private one otherwise. */
+static char *out_alloc(struct sy_conn *c, size_t need, int *pooled)
+{
+    *pooled = need <= SY_BUF_SIZE;
+    return *pooled ? sy_worker_buf_get(c->w) : sy_malloc(need);
+}
+
+static void out_free(struct sy_conn *c, char **p, int pooled)
+{
+    if (!*p)
+        return;
+    if (pooled)
+        sy_worker_buf_put(c->w, *p);
+    else
+        sy_free(*p);
+    *p = NULL;
+}
+
+static void free_hbuf(struct sy_conn *c)
+{
+    out_free(c, &c->hbuf, c->hbuf_pooled);
+    c->hoff = c->hlen = 0;
+}
+
 static void free_out_buffers(struct sy_conn *c)
 {
-    sy_free_null(&c->obuf);
-    sy_free_null(&c->hbuf);
-    c->ooff = c->olen = c->hoff = c->hlen = 0;
+    out_free(c, &c->obuf, c->obuf_pooled);
+    free_hbuf(c);
+    c->ooff = c->olen = 0;
 }
 
 /* ---- gateway responses ---- */
@@ -254,7 +290,7 @@ static void log_request(struct sy_conn *c)
     if (cfg_of(c)->log.access)
         sy_accesslog_write(c, dur);
     c->t_req_start_us = 0;
-    sy_free_null(&c->log_path);
+    c->log_path = SY_STR_NULL;
 }
 
 /*
@@ -274,7 +310,7 @@ static int respond(struct sy_conn *c, int status, const char *extra, const char 
         close = 1;
     free_out_buffers(c);
     size_t cap = strlen(body) + (extra ? strlen(extra) : 0) + 256;
-    c->hbuf = sy_malloc(cap);
+    c->hbuf = out_alloc(c, cap, &c->hbuf_pooled);
     c->hlen = sy_build_simple_response(c->hbuf, cap, status, extra, body, close);
     c->hoff = 0;
     c->status = status;
@@ -477,7 +513,7 @@ static int start_request(struct sy_conn *c, size_t head_len)
                                                               : sizeof(c->log_method) - 1;
     memcpy(c->log_method, c->req.method.p, ml);
     c->log_method[ml] = '\0';
-    c->log_path = sy_strndup(c->req.target.p, c->req.target.len);
+    c->log_path = c->req.target;
 
     const struct sy_h1_header *rid =
         sy_h1_find(c->req.headers, c->req.num_headers, SY_STR_LIT("x-request-id"));
@@ -493,6 +529,7 @@ static int start_request(struct sy_conn *c, size_t head_len)
         c->req_done = 0;
         return respond_error(c, status);
     }
+    c->req.target = c->rf.target; /* origin-form: absolute-form is not forwarded as sent */
     c->req_done = c->rf.body == SY_H1_BODY_NONE ||
                   (c->rf.body == SY_H1_BODY_LENGTH && c->rf.length == 0);
     c->req_remaining = c->rf.body == SY_H1_BODY_LENGTH ? c->rf.length : 0;
@@ -520,11 +557,11 @@ static int start_request(struct sy_conn *c, size_t head_len)
     /* The upstream request head. */
     size_t cap = SY_BUF_SIZE;
     for (;;) {
-        c->obuf = sy_malloc(cap);
+        c->obuf = out_alloc(c, cap, &c->obuf_pooled);
         c->olen = sy_build_upstream_head(c, c->obuf, cap);
         if (c->olen)
             break;
-        sy_free_null(&c->obuf);
+        out_free(c, &c->obuf, c->obuf_pooled);
         if (cap > head_len + 65536)
             return respond_error(c, 431);
         cap *= 2;
@@ -656,7 +693,7 @@ static int forward_request(struct sy_conn *c)
     if (c->rf.expect_continue && !c->expect_sent && !c->resp_started && c->hlen == 0 &&
         c->req.minor_version == 1 && c->bscan == c->rlen) {
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-        c->hbuf = sy_malloc(sizeof(cont));
+        c->hbuf = out_alloc(c, sizeof(cont), &c->hbuf_pooled);
         memcpy(c->hbuf, cont, sizeof(cont) - 1);
         c->hlen = sizeof(cont) - 1;
         c->hoff = 0;
@@ -798,9 +835,11 @@ static int parse_response_head(struct sy_conn *c)
         if (c->sf.body == SY_H1_BODY_NONE)
             c->resp_remaining = 0;
         sy_h1_chunked_init(&c->resp_chunked);
-        sy_free_null(&c->hbuf); /* a 100 Continue, already written */
+        free_hbuf(c); /* a 100 Continue, already written */
         size_t cap = (size_t)r + 2048;
-        c->hbuf = sy_malloc(cap);
+        if (cap < SY_BUF_SIZE)
+            cap = SY_BUF_SIZE;
+        c->hbuf = out_alloc(c, cap, &c->hbuf_pooled);
         c->hlen = sy_build_response_head(c, &resp, c->hbuf, cap);
         c->hoff = 0;
         if (!c->hlen)
@@ -1327,6 +1366,8 @@ static void conn_event(struct sy_io *io, uint32_t events)
         return;
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         c->readable = 1;
+    if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        c->rd_hup = 1;
     if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
         c->writable = 1;
     pump(c);
@@ -1337,6 +1378,8 @@ void sy_conn_upstream_event(struct sy_upconn *u, uint32_t events)
     struct sy_conn *c = u->owner;
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         u->readable = 1;
+    if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        u->hup = 1;
     if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
         u->writable = 1;
     if ((events & (EPOLLHUP | EPOLLERR)) && c->connecting)
@@ -1437,7 +1480,6 @@ static void conn_close(struct sy_conn *c)
     }
     close(c->io.fd);
     free_out_buffers(c);
-    sy_free_null(&c->log_path);
     c->roff = c->rlen;
     rbuf_release_if_empty(c);
     sy_list_remove(&c->link);

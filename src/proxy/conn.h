@@ -32,7 +32,7 @@ struct sy_upconn {
     struct sy_wserver *srv;
     struct sy_conn *owner;     /* NULL while idle */
     struct sy_timer timer;     /* idle expiry while pooled */
-    unsigned readable : 1, writable : 1, connected : 1, eof : 1, dead : 1, reused : 1;
+    unsigned readable : 1, writable : 1, connected : 1, eof : 1, dead : 1, reused : 1, hup : 1;
     char *buf;                 /* response bytes: [off, len) */
     size_t off, len;
     char addr[64];             /* "ip:port" for logs */
@@ -47,7 +47,7 @@ struct sy_conn {
     struct sy_wsnap *ws;
     struct sy_tls_conn *tls;
     enum sy_conn_state state;
-    unsigned readable : 1, writable : 1, rd_eof : 1, https : 1, close_after : 1;
+    unsigned readable : 1, writable : 1, rd_eof : 1, rd_hup : 1, https : 1, close_after : 1;
     unsigned tls_want_write : 1, tls_want_read : 1;
     struct sy_timer timer;
     uint64_t t_accept, t_client, t_up, t_head_start, t_req_start_us;
@@ -83,6 +83,7 @@ struct sy_conn {
     size_t ooff, olen;
     char *hbuf;
     size_t hoff, hlen;
+    int obuf_pooled, hbuf_pooled;
 
     /* Response. */
     struct sy_h1_framing sf;
@@ -95,7 +96,7 @@ struct sy_conn {
 
     /* Copies for the access log (the head may be consumed before the end). */
     char log_method[16];
-    char *log_path;
+    struct sy_str log_path;    /* the request-target (a slice of the head, kept until logged) */
     const char *log_upstream;
     char log_upstream_buf[64];
 };

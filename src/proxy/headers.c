@@ -69,8 +69,17 @@ static void collect_connection(const struct sy_h1_header *h, size_t n, struct ho
     }
 }
 
+/*
+ * 1 when Connection lists this field. Content-Length and Host are never
+ * dropped that way: without Content-Length the peer would read the body that
+ * follows as the next message (request smuggling, response desync), and
+ * without Host the upstream cannot route.
+ */
 static int listed(const struct hop *hop, struct sy_str name)
 {
+    if ((name.len == 14 && sy_str_caseeq_cstr(name, "content-length")) ||
+        (name.len == 4 && sy_str_caseeq_cstr(name, "host")))
+        return 0;
     for (size_t i = 0; i < hop->n; i++)
         if (sy_str_caseeq(hop->names[i], name))
             return 1;
@@ -199,9 +208,11 @@ size_t sy_build_response_head(struct sy_conn *c, const struct sy_h1_response *re
     int upgrade = resp->status == 101;
     int has_sts = 0;
 
-    char line[64];
-    int n = snprintf(line, sizeof(line), "HTTP/1.1 %d ", resp->status);
-    put(&b, line, (size_t)n);
+    char line[16] = "HTTP/1.1 000 ";
+    line[9] = (char)('0' + resp->status / 100 % 10);
+    line[10] = (char)('0' + resp->status / 10 % 10);
+    line[11] = (char)('0' + resp->status % 10);
+    put(&b, line, 13);
     putstr(&b, resp->reason);
     put(&b, "\r\n", 2);
     for (size_t i = 0; i < resp->num_headers; i++) {
