@@ -11,7 +11,7 @@
 
 #include "http/h1.h"
 
-/* ---- guard-page buffers ------------------------------------------------------------------ */
+/* ---- guard-page buffers ---------------------------------------------------------------------- */
 
 #define MAX_GUARDED 64
 
@@ -52,7 +52,7 @@ static const char *guard(const void *s, size_t len)
     return m + data - len;
 }
 
-/* ---- helpers ----------------------------------------------------------------------------- */
+/* ---- test utilities -------------------------------------------------------------------------- */
 
 #define NHDRS 64
 static struct sy_h1_header hdrs[NHDRS];
@@ -159,7 +159,7 @@ static int resp_framing(const char *s, const char *method, struct sy_h1_framing 
     return sy_h1_response_framing(&resp, sy_str_cstr(method), f);
 }
 
-/* ---- request line ------------------------------------------------------------------------ */
+/* ---- request line ---------------------------------------------------------------------------- */
 
 Test(h1, simple_get)
 {
@@ -443,7 +443,7 @@ Test(h1, obs_fold_rejected)
     reject_req("GET / HTTP/1.1\r\n Host: a\r\n\r\n", 400);
 }
 
-/* ---- limits ------------------------------------------------------------------------------ */
+/* ---- limits ---------------------------------------------------------------------------------- */
 
 Test(h1, max_head_boundary)
 {
@@ -512,7 +512,7 @@ Test(h1, max_uri_incomplete)
     cr_assert_eq(status, 414);
 }
 
-/* ---- responses --------------------------------------------------------------------------- */
+/* ---- responses ------------------------------------------------------------------------------- */
 
 Test(h1, response_simple)
 {
@@ -587,7 +587,7 @@ Test(h1, response_limits)
     cr_assert_eq(parse_resp_lim(s, strlen(s) - 1, &lim), SY_H1_PARTIAL);
 }
 
-/* ---- request framing --------------------------------------------------------------------- */
+/* ---- request framing ------------------------------------------------------------------------- */
 
 Test(h1, framing_no_body)
 {
@@ -771,7 +771,7 @@ Test(h1, framing_expect)
     reject_framing("POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue=1\r\n\r\n", 417);
 }
 
-/* ---- response framing -------------------------------------------------------------------- */
+/* ---- response framing ------------------------------------------------------------------------ */
 
 Test(h1, resp_framing_length_and_chunked)
 {
@@ -872,7 +872,7 @@ Test(h1, resp_framing_keepalive_and_upgrade)
     cr_assert_eq(f.upgrade, 0);
 }
 
-/* ---- chunked ----------------------------------------------------------------------------- */
+/* ---- chunked --------------------------------------------------------------------------------- */
 
 struct ck_result {
     int err;
@@ -1127,7 +1127,7 @@ Test(h1, chunked_size_overflow)
     cr_assert_eq(sy_h1_chunked_scan(&c, guard("1ffffffffffffffff", 17), 17, &done), -1);
 }
 
-/* ---- helpers API ------------------------------------------------------------------------- */
+/* ---- header lookup, lists, tchar ------------------------------------------------------------- */
 
 Test(h1, find_header)
 {
