@@ -570,6 +570,49 @@ static int host_valid(struct sy_str v)
     return 1;
 }
 
+/*
+ * Checks the request-target form and sets f->target to what is forwarded
+ * (see h1.h). Returns 0 or an HTTP status.
+ */
+static int target_form(const struct sy_h1_request *req, const struct sy_h1_header *host,
+                       struct sy_h1_framing *f)
+{
+    struct sy_str t = req->target;
+    size_t skip;
+
+    if (sy_str_eq(req->method, SY_STR_LIT("CONNECT")))
+        return 501;
+    if (t.len > 0 && t.p[0] == '/') {
+        f->target = t;
+        return 0;
+    }
+    if (t.len == 1 && t.p[0] == '*') {
+        if (!sy_str_eq(req->method, SY_STR_LIT("OPTIONS")))
+            return 400;
+        f->target = t;
+        return 0;
+    }
+    if (t.len > 7 && sy_str_caseeq_cstr(sy_str_make(t.p, 7), "http://"))
+        skip = 7;
+    else if (t.len > 8 && sy_str_caseeq_cstr(sy_str_make(t.p, 8), "https://"))
+        skip = 8;
+    else
+        return 400;
+    const char *a = t.p + skip, *end = t.p + t.len, *e = a;
+    while (e < end && *e != '/' && *e != '?' && *e != '#')
+        e++;
+    struct sy_str auth = sy_str_make(a, (size_t)(e - a));
+    if (auth.len == 0 || !host_valid(auth) || host == NULL || !sy_str_caseeq(auth, host->value))
+        return 400;
+    if (e == end)
+        f->target = SY_STR_LIT("/");
+    else if (*e == '/')
+        f->target = sy_str_make(e, (size_t)(end - e));
+    else
+        return 400;
+    return 0;
+}
+
 int sy_h1_request_framing(const struct sy_h1_request *req, struct sy_h1_framing *f, int *status)
 {
     struct te_state te = {0};
@@ -647,6 +690,11 @@ int sy_h1_request_framing(const struct sy_h1_request *req, struct sy_h1_framing 
     }
     if (expect_other)
         H1_BAD(417);
+    {
+        int t = target_form(req, host, f);
+        if (t != 0)
+            H1_BAD(t);
+    }
     /* RFC 9110 section 10.1.1: ignore 100-continue from an HTTP/1.0 client. */
     f->expect_continue = expect_100 && req->minor_version >= 1;
     /* RFC 9110 section 7.8: ignore Upgrade in an HTTP/1.0 request. */

@@ -96,6 +96,8 @@ struct sy_h1_framing {
                                   response: status 101 with an Upgrade header */
     int expect_continue;       /* request: Expect: 100-continue */
     const struct sy_h1_header *host; /* request: the Host header, or NULL */
+    struct sy_str target;      /* request: the request-target to forward, in origin-form
+                                  (or "*"); a slice of req->target or a static "/" */
 };
 
 /*
@@ -107,7 +109,14 @@ struct sy_h1_framing {
  * Content-Length (400); Transfer-Encoding that is malformed, empty, repeats
  * chunked or does not end in chunked (400); any coding other than chunked,
  * identity included (501); an Expect member other than 100-continue (417).
- * Checked in that order. Empty list elements are ignored.
+ * Checked in that order. Empty list elements are ignored. Then the
+ * request-target form (RFC 9112 section 3.2): CONNECT is 501 (a gateway does
+ * not tunnel); origin-form ("/...") is kept; asterisk-form only with OPTIONS;
+ * absolute-form "http://" or "https://" authority [path-abempty] [?query]
+ * (scheme case-insensitive) is accepted when a Host header is present and
+ * equals the authority (case-insensitively), and f->target is then its
+ * origin-form (a bare authority becomes "/"); anything else, an authority
+ * with userinfo, an empty authority or "http://host?query" (no path) is 400.
  * On success returns 0: body is CHUNKED, LENGTH (length may be 0) or NONE;
  * keepalive is HTTP/1.1 without "Connection: close" or HTTP/1.0 with
  * "Connection: keep-alive"; expect_continue and upgrade are ignored (0) on
