@@ -585,12 +585,19 @@ static int do_head(struct sy_conn *c)
     for (;;) {
         if (c->rlen > c->roff) {
             int status = 400;
-            c->req.headers = c->hdrs;
+            c->req.headers = c->w->hdrs;
             c->req.num_headers = 0;
             int r = sy_h1_parse_request(c->rbuf + c->roff, c->rlen - c->roff, &c->req, &lim,
                                         &status);
-            if (r > 0)
-                return start_request(c, (size_t)r);
+            if (r > 0) {
+                /* The header array is the worker's scratch space: nothing may keep a pointer
+                 * into it once the request has been started. */
+                int res = start_request(c, (size_t)r);
+                c->req.headers = NULL;
+                c->req.num_headers = 0;
+                c->rf.host = NULL;
+                return res;
+            }
             if (r == SY_H1_INVALID) {
                 c->t_req_start_us = now_us();
                 c->route = (struct sy_route_result){0};
@@ -1540,7 +1547,7 @@ int sy_admin_pump(struct sy_conn *c)
         if (c->rlen > 0) {
             struct sy_h1_limits lim = {.max_head = 8192, .max_headers = 64, .max_uri = 2048};
             int status = 400;
-            c->req.headers = c->hdrs;
+            c->req.headers = c->w->hdrs;
             c->req.num_headers = 0;
             int r = sy_h1_parse_request(c->rbuf, c->rlen, &c->req, &lim, &status);
             if (r != SY_H1_PARTIAL) {

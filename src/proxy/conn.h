@@ -38,7 +38,6 @@ struct sy_upconn {
     char addr[64];             /* "ip:port" for logs */
 };
 
-#define SY_MAX_HEADERS_CAP 256
 
 struct sy_conn {
     struct sy_io io;
@@ -61,7 +60,6 @@ struct sy_conn {
 
     /* The request in flight. */
     struct sy_h1_request req;
-    struct sy_h1_header hdrs[SY_MAX_HEADERS_CAP];
     struct sy_h1_framing rf;
     struct sy_route_result route;
     size_t head_len;           /* bytes of the request head at rbuf+roff (kept until the end) */

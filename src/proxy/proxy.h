@@ -20,11 +20,13 @@
 #include "config/config.h"
 #include "core/list.h"
 #include "event/loop.h"
+#include "http/h1.h"
 
 struct sy_tls;
 struct sy_acme;
 
 #define SY_MAX_ADDRS 16
+#define SY_MAX_HEADERS_CAP 256
 
 /* Addresses of one configured server, published by the resolver with a seqlock. */
 struct sy_server_rt {
@@ -117,6 +119,7 @@ struct sy_worker {
     uint64_t log_flushed_at;
     uint64_t rng[2];
     uint64_t reqseq;
+    struct sy_h1_header hdrs[SY_MAX_HEADERS_CAP]; /* scratch: the request head being started */
 };
 
 #define SY_BUF_SIZE 16384
