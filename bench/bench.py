@@ -1,0 +1,868 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark: Switchyard against nginx, HAProxy and Caddy.
+
+Started by bench/run.sh (which installs the tools and builds Switchyard); see
+bench/README.md for what is measured and how to read the numbers.
+"""
+import argparse
+import datetime
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+CONFIGS = os.path.join(BENCH, "configs")
+VERSION_HEADER = "X-Postfacto-Version"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+PROXIES = ["nginx", "haproxy", "caddy", "switchyard"]
+# Interleaving order inside each round; "direct" is upstream A without a proxy.
+ORDER = ["direct"] + PROXIES
+LABEL = {
+    "direct": "direct (upstream A)",
+    "nginx": "nginx",
+    "haproxy": "haproxy",
+    "caddy": "caddy",
+    "switchyard": "switchyard",
+}
+
+
+def log(msg=""):
+    print(msg, flush=True)
+
+
+def loud(msg):
+    bar = "!" * 78
+    print("%s\n!! %s\n%s" % (bar, msg, bar), flush=True)
+
+
+# --------------------------------------------------------------------------
+# processes
+
+class Proc:
+    """A server started by this harness: its own process group, stopped by pid."""
+
+    registry = []
+
+    def __init__(self, name, argv, logfile, env=None, cwd=None):
+        self.name = name
+        self.argv = argv
+        self.logfile = logfile
+        out = open(logfile, "ab")
+        self.popen = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=env, cwd=cwd, start_new_session=True,
+        )
+        out.close()
+        self.pid = self.popen.pid
+        Proc.registry.append(self)
+        with open(os.path.join(os.path.dirname(logfile), "pids"), "a") as f:
+            f.write("%d %s\n" % (self.pid, os.path.basename(argv[0])))
+
+    def alive(self):
+        return self.popen.poll() is None
+
+    def tree(self):
+        """pid of the process and of all its descendants."""
+        children = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open("/proc/%s/stat" % entry) as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry))
+        pids, todo = [], [self.pid]
+        while todo:
+            p = todo.pop()
+            pids.append(p)
+            todo.extend(children.get(p, []))
+        return pids
+
+    def rss_kib(self):
+        """(sum of VmRSS, sum of Pss) over the process tree, KiB."""
+        rss = pss = 0
+        for p in self.tree():
+            try:
+                with open("/proc/%d/status" % p) as f:
+                    for line in f:
+                        if line.startswith("VmRSS:"):
+                            rss += int(line.split()[1])
+                with open("/proc/%d/smaps_rollup" % p) as f:
+                    for line in f:
+                        if line.startswith("Pss:"):
+                            pss += int(line.split()[1])
+            except OSError:
+                pass
+        return rss, pss
+
+    def cpu_seconds(self):
+        total = 0
+        for p in self.tree():
+            try:
+                with open("/proc/%d/stat" % p) as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])  # utime + stime
+            except OSError:
+                pass
+        return total / CLK_TCK
+
+    def tail(self, n=8):
+        try:
+            with open(self.logfile, "rb") as f:
+                lines = f.read().decode("utf-8", "replace").strip().splitlines()
+            return "\n".join("    | " + l for l in lines[-n:])
+        except OSError:
+            return ""
+
+    def stop(self, grace=5):
+        if not self.alive():
+            return
+        try:
+            os.killpg(self.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            self.popen.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(self.pid, signal.SIGKILL)  # leftovers of the group (workers)
+        except ProcessLookupError:
+            pass
+        try:
+            self.popen.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+
+    @classmethod
+    def stop_all(cls):
+        for p in reversed(cls.registry):
+            p.stop()
+        cls.registry = []
+
+
+def port_open(port, timeout=0.2):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def port_free(port):
+    """Free for a server: nothing listens there (TIME_WAIT leftovers do not count)."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def wait_ports(proc, ports, seconds=10.0):
+    """Wait until every port accepts; returns the list of ports that never did."""
+    deadline = time.monotonic() + seconds
+    missing = list(ports)
+    while time.monotonic() < deadline:
+        missing = [p for p in missing if not port_open(p)]
+        if not missing or not proc.alive():
+            break
+        time.sleep(0.1)
+    return missing
+
+
+# --------------------------------------------------------------------------
+# client side
+
+class Client:
+    def __init__(self, cpu):
+        self.prefix = ["taskset", "-c", cpu] if cpu else []
+
+    def run(self, argv, timeout):
+        return subprocess.run(self.prefix + argv, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, timeout=timeout)
+
+
+def curl_check(client, url, version, cacert):
+    argv = ["curl", "-sS", "--max-time", "5", "-D", "-", "-o", "-"]
+    if url.startswith("https"):
+        argv += ["--cacert", cacert]
+    if version is not None:
+        argv += ["-H", "%s: %s" % (VERSION_HEADER, version)]
+    argv.append(url)
+    r = client.run(argv, timeout=15)
+    text = r.stdout.decode("latin-1")
+    if r.returncode != 0:
+        return None, None, None, text.strip()
+    head, _, body = text.partition("\r\n\r\n")
+    lines = head.split("\r\n")
+    status = lines[0].split(" ")[1] if lines and " " in lines[0] else "?"
+    marker = None
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        if k.strip().lower() == "x-upstream":
+            marker = v.strip()
+    return status, marker, body, None
+
+
+def check_routing(client, url, cacert):
+    """None when routing is right, else a description of what is wrong."""
+    cases = [("4.1.0", "A"), ("4.2.0", "B"), (None, "B"), ("9.9.9", "B")]
+    for version, want in cases:
+        status, marker, body, err = curl_check(client, url, version, cacert)
+        what = "header %s" % version if version else "no header"
+        if err is not None:
+            return "%s: curl failed: %s" % (what, err.splitlines()[-1] if err else "?")
+        if status != "200" or marker != want or body != want:
+            return "%s: expected 200 from upstream %s, got status %s, X-Upstream %r, body %r" % (
+                what, want, status, marker, body[:40])
+    return None
+
+
+UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def parse_wrk(text):
+    def num(pattern, default=None, cast=float):
+        m = re.search(pattern, text, re.M)
+        return cast(m.group(1)) if m else default
+
+    def lat(pct):
+        m = re.search(r"^\s+%s%%\s+([\d.]+)(us|ms|s|m)\s*$" % pct, text, re.M)
+        return float(m.group(1)) * UNIT_MS[m.group(2)] if m else None
+
+    res = {
+        "rps": num(r"^Requests/sec:\s+([\d.]+)"),
+        "requests": num(r"^\s+(\d+) requests in", 0, int),
+        "p50_ms": lat(50),
+        "p99_ms": lat(99),
+        "non_2xx": num(r"Non-2xx or 3xx responses: (\d+)", 0, int),
+        "socket_errors": 0,
+    }
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    if m:
+        res["socket_errors"] = sum(int(x) for x in m.groups())
+    return res
+
+
+# --------------------------------------------------------------------------
+# the run
+
+class Target:
+    def __init__(self, name):
+        self.name = name
+        self.proc = None
+        self.http_port = None
+        self.https_port = None
+        self.status = "ok"           # ok | n/a
+        self.reason = None
+        self.https_status = "ok"
+        self.https_reason = None
+        self.version = None
+        self.runs = {"http": [], "https": [], "handshake": []}
+        self.memory = {}
+        self.rss_after = {"http": [], "https": []}
+
+    def usable(self, kind="http"):
+        if self.status != "ok":
+            return False
+        if kind != "http" and self.https_status != "ok":
+            return False
+        return True
+
+    def disable(self, reason, https_only=False, quiet=False):
+        if quiet:
+            self.status, self.reason = "n/a", reason
+        elif https_only:
+            if self.https_status == "ok":
+                self.https_status, self.https_reason = "n/a", reason
+                loud("%s HTTPS rows: n/a (%s)" % (self.name, reason))
+        elif self.status == "ok":
+            self.status, self.reason = "n/a", reason
+            loud("%s rows: n/a (%s)" % (self.name, reason))
+            if self.proc is not None and self.name != "direct":
+                self.proc.stop()  # no use for it any more: free the CPU
+
+
+def render(template, dest, values):
+    with open(os.path.join(CONFIGS, template)) as f:
+        text = f.read()
+    for k, v in values.items():
+        text = text.replace("@%s@" % k, str(v))
+    left = re.findall(r"@[A-Z_]+@", text)
+    if left:
+        raise RuntimeError("unfilled placeholders in %s: %s" % (template, sorted(set(left))))
+    with open(dest, "w") as f:
+        f.write(text)
+    return dest
+
+
+def tool_version(argv):
+    try:
+        r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=10)
+        lines = r.stdout.decode("utf-8", "replace").strip().splitlines()
+        return lines[0].strip() if lines else None
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def pick_ports(base):
+    layout = {
+        "A": 1, "B": 2,
+        "nginx_http": 10, "nginx_https": 11,
+        "haproxy_http": 20, "haproxy_https": 21,
+        "caddy_http": 30, "caddy_https": 31,
+        "switchyard_http": 40, "switchyard_https": 41, "switchyard_admin": 42,
+    }
+    for attempt in range(20):
+        b = base + attempt * 100
+        ports = {k: b + off for k, off in layout.items()}
+        if all(port_free(p) for p in ports.values()):
+            return ports
+        log("ports %d..%d: some are in use, trying the next block" % (b, b + 99))
+    raise RuntimeError("no free block of ports above %d" % base)
+
+
+def make_cert(run_dir):
+    cert = os.path.join(run_dir, "cert.pem")
+    key = os.path.join(run_dir, "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", key, "-out", cert, "-days", "7", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    both = os.path.join(run_dir, "cert-and-key.pem")
+    with open(both, "w") as out:
+        for p in (cert, key):
+            with open(p) as f:
+                out.write(f.read())
+    return cert, key, both
+
+
+def strip_https(yaml_text):
+    """Switchyard config without the https listener and tls section."""
+    out, skipping = [], False
+    for line in yaml_text.splitlines():
+        if skipping and (line.startswith(" ") or not line.strip()):
+            continue
+        skipping = False
+        if line.startswith("tls:"):
+            skipping = True
+            continue
+        line = re.sub(r',\s*https:\s*"[^"]*"', "", line)
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def start_target(t, run_dir, values, args):
+    name = t.name
+    env = dict(os.environ)
+    if name == "nginx":
+        os.makedirs(os.path.join(run_dir, "nginx-tmp"), exist_ok=True)
+        cfg = render("nginx.conf", os.path.join(run_dir, "nginx.conf"), values)
+        argv = ["nginx", "-p", run_dir, "-e", os.path.join(run_dir, "nginx.error.log"), "-c", cfg]
+    elif name == "haproxy":
+        cfg = render("haproxy.cfg", os.path.join(run_dir, "haproxy.cfg"), values)
+        argv = ["haproxy", "-db", "-f", cfg]
+    elif name == "caddy":
+        cfg = render("Caddyfile", os.path.join(run_dir, "Caddyfile"), values)
+        env.update(GOMAXPROCS="2", HOME=run_dir, XDG_CONFIG_HOME=os.path.join(run_dir, "caddy-config"),
+                   XDG_DATA_HOME=os.path.join(run_dir, "caddy-data"))
+        argv = ["caddy", "run", "--adapter", "caddyfile", "--config", cfg]
+    elif name == "switchyard":
+        if args.switchyard_build_failed:
+            t.disable("build failed: see %s" % args.switchyard_build_failed)
+            return
+        if not os.access(args.switchyard, os.X_OK):
+            t.disable("no binary at %s" % args.switchyard)
+            return
+        cfg = render("switchyard.yaml", os.path.join(run_dir, "switchyard.yaml"), values)
+        argv = [args.switchyard, "-c", cfg]
+    else:
+        raise ValueError(name)
+
+    logfile = os.path.join(run_dir, "%s.log" % name)
+    if name == "switchyard":
+        chk = subprocess.run([args.switchyard, "-t", "-c", cfg], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, timeout=20)
+        if chk.returncode != 0:
+            log("switchyard -t rejects the full config (exit %d): %s" % (
+                chk.returncode, chk.stdout.decode("utf-8", "replace").strip()[:300]))
+    t.proc = Proc(name, argv, logfile, env=env, cwd=run_dir)
+    missing = wait_ports(t.proc, [t.http_port, t.https_port])
+    if not t.proc.alive() and name == "switchyard":
+        # The build may not know the https listener / tls section yet: retry plain HTTP.
+        log("switchyard exited at start with the full config:\n%s" % t.proc.tail())
+        with open(cfg) as f:
+            plain = strip_https(f.read())
+        cfg = os.path.join(run_dir, "switchyard-http-only.yaml")
+        with open(cfg, "w") as f:
+            f.write(plain)
+        log("retrying switchyard without the https listener and tls section (%s)" % cfg)
+        t.proc = Proc(name, [args.switchyard, "-c", cfg], logfile, env=env, cwd=run_dir)
+        missing = wait_ports(t.proc, [t.http_port, t.https_port])
+        t.disable("not supported by this build: config with https/tls refused at start", https_only=True)
+    if not t.proc.alive():
+        log("%s log (%s):\n%s" % (name, logfile, t.proc.tail()))
+        last = t.proc.tail(1).replace("    | ", "").strip()
+        t.disable("exited at start (exit %s): %s" % (t.proc.popen.returncode, last[:160]))
+        return
+    if t.http_port in missing:
+        t.disable("HTTP listener 127.0.0.1:%d never came up; log %s" % (t.http_port, logfile))
+        return
+    if t.https_port in missing:
+        hint = "not supported by this build" if name == "switchyard" else "failed"
+        t.disable("%s: HTTPS listener 127.0.0.1:%d never came up" % (hint, t.https_port), https_only=True)
+
+
+def measure_idle_conns(t, n, client, run_dir):
+    """Open n keep-alive connections, hold them idle, read the proxy's RSS."""
+    rss0, pss0 = t.proc.rss_kib()
+    argv = client.prefix + [sys.executable, os.path.join(BENCH, "idleconns.py"),
+                            "127.0.0.1", str(t.http_port), str(n)]
+    p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=open(os.path.join(run_dir, "idleconns-%s.log" % t.name), "wb"),
+                         text=True)
+    try:
+        line = ""
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            line = p.stdout.readline()
+            if line.startswith("READY") or not line:
+                break
+        if not line.startswith("READY"):
+            raise RuntimeError("idle-connection client gave no READY line")
+        ready = dict(kv.split("=", 1) for kv in line.split()[1:])
+        time.sleep(1.0)  # let the proxy settle with everything idle
+        rss1, pss1 = t.proc.rss_kib()
+        p.stdin.write("CHECK\n")
+        p.stdin.flush()
+        alive_line = p.stdout.readline()
+        alive = int(alive_line.split()[1]) if alive_line.startswith("ALIVE") else 0
+        p.wait(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    held = alive
+    res = {
+        "connections_target": n,
+        "connections_answered": int(ready["answered"]),
+        "connections_failed": int(ready["failed"]),
+        "failure_reasons": ready.get("reasons", ""),
+        "connections_alive_at_measure": alive,
+        "open_seconds": float(ready["seconds"]),
+        "rss_before_kib": rss0, "pss_before_kib": pss0,
+        "rss_conns_kib": rss1, "pss_conns_kib": pss1,
+        "per_conn_bytes": round((rss1 - t.memory["rss_idle_kib"]) * 1024 / held) if held else None,
+        "per_conn_bytes_pss": round((pss1 - t.memory["pss_idle_kib"]) * 1024 / held) if held else None,
+    }
+    if held < n or res["connections_answered"] < n:
+        res["warning"] = "%d of %d answered, %d open when measured (failures: %s)" % (
+            res["connections_answered"], n, held, res["failure_reasons"])
+        loud("%s: %s" % (t.name, res["warning"]))
+    time.sleep(0.5)
+    return res
+
+
+def run_wrk(t, kind, port, seconds, client, run_dir):
+    scheme = "http" if kind == "http" else "https"
+    url = "%s://127.0.0.1:%d/" % (scheme, port)
+    argv = ["wrk", "-t1", "-c64", "-d%ds" % seconds, "--latency",
+            "-H", "%s: 4.1.0" % VERSION_HEADER]
+    if kind == "handshake":
+        argv += ["-H", "Connection: close"]
+    argv.append(url)
+    cpu0 = t.proc.cpu_seconds()
+    r = client.run(argv, timeout=seconds + 30)
+    cpu1 = t.proc.cpu_seconds()
+    text = r.stdout.decode("utf-8", "replace")
+    with open(os.path.join(run_dir, "wrk-%s-%s.txt" % (t.name, kind)), "a") as f:
+        f.write("$ %s\n%s\n" % (" ".join(argv), text))
+    res = parse_wrk(text)
+    res["server_cpu_s"] = round(cpu1 - cpu0, 2)
+    res["cpu_us_per_req"] = (round((cpu1 - cpu0) * 1e6 / res["requests"], 1)
+                             if res["requests"] else None)
+    if r.returncode != 0 or res["rps"] is None or not res["requests"]:
+        res["error"] = "wrk failed (exit %d): %s" % (r.returncode, text.strip()[-300:])
+    elif res["non_2xx"] or res["socket_errors"]:
+        res["warning"] = "%d non-2xx, %d socket errors" % (res["non_2xx"], res["socket_errors"])
+    return res
+
+
+def median_of(runs, key):
+    vals = [r[key] for r in runs if r.get(key) is not None and "error" not in r]
+    return statistics.median(vals) if vals else None
+
+
+def summarize(runs):
+    ok = [r for r in runs if "error" not in r]
+    if not ok:
+        return None
+    return {
+        "rounds": len(ok),
+        "rps": median_of(ok, "rps"),
+        "rps_min": min(r["rps"] for r in ok),
+        "rps_max": max(r["rps"] for r in ok),
+        "p50_ms": median_of(ok, "p50_ms"),
+        "p99_ms": median_of(ok, "p99_ms"),
+        "cpu_us_per_req": median_of(ok, "cpu_us_per_req"),
+        "errors": sum(r["non_2xx"] + r["socket_errors"] for r in ok),
+    }
+
+
+def fmt(v, spec):
+    return "n/a" if v is None else format(v, spec)
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return round(a / b, 3)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--switchyard", required=True, help="path of the switchyard binary")
+    ap.add_argument("--switchyard-build-failed", default="", help="build log path when make failed")
+    ap.add_argument("--results", default=os.path.join(BENCH, "results"))
+    ap.add_argument("--port-base", type=int, default=int(os.environ.get("BENCH_PORT_BASE", "28000")))
+    ap.add_argument("--client-cpu", default=os.environ.get("BENCH_CLIENT_CPU", "1"),
+                    help="CPU list for taskset of every client (wrk, curl, idle client); '' = no pinning")
+    ap.add_argument("--only", default="", help="comma list of proxies to run (default: all)")
+    args = ap.parse_args()
+
+    quick = args.quick
+    cfg = {
+        "mode": "quick" if quick else "full",
+        "http_rounds": 1 if quick else 3,
+        "https_rounds": 1 if quick else 3,
+        "handshake_rounds": 1 if quick else 3,
+        "seconds": 3 if quick else 10,
+        "handshake_seconds": 2 if quick else 5,
+        "idle_connections": int(os.environ.get("BENCH_IDLE_CONNECTIONS") or (1000 if quick else 10000)),
+        "wrk": "wrk -t1 -c64 --latency -H 'X-Postfacto-Version: 4.1.0'",
+    }
+    ncpu = os.cpu_count() or 1
+    cpu = args.client_cpu
+    if cpu and ncpu < 2:
+        cpu = ""
+    client = Client(cpu)
+    placement = ("clients (wrk, curl, idle-connection client) pinned to CPU %s with taskset; "
+                 "proxies and upstreams unpinned (free on all %d CPUs)" % (cpu, ncpu)
+                 if cpu else "nothing pinned (%d CPUs)" % ncpu)
+
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    os.makedirs(args.results, exist_ok=True)
+    run_dir = os.path.join(args.results, "run-%s" % stamp)
+    os.makedirs(run_dir)
+    started = time.monotonic()
+    load_before = os.getloadavg()
+
+    log("== Switchyard side-by-side benchmark (%s mode)" % cfg["mode"])
+    log("   run directory: %s" % run_dir)
+    log("   placement: %s" % placement)
+    if load_before[0] > 0.5:
+        log("   note: load average %.2f before start: other work is running, numbers will be noisy"
+            % load_before[0])
+
+    ports = pick_ports(args.port_base)
+    cert, key, both = make_cert(run_dir)
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    values = {"RUN": run_dir, "CERT": cert, "KEY": key, "CERT_KEY_PEM": both, "NOFILE": nofile,
+              "PORT_A": ports["A"], "PORT_B": ports["B"]}
+
+    targets = {n: Target(n) for n in ORDER}
+    only = [x for x in args.only.split(",") if x]
+    for n in PROXIES:
+        if only and n not in only:
+            targets[n].disable("not selected (--only)", quiet=True)
+
+    # upstreams: without them nothing can be measured
+    for name in ("A", "B"):
+        os.makedirs(os.path.join(run_dir, "upstream-%s-tmp" % name), exist_ok=True)
+        v = dict(values, NAME=name, PORT=ports[name])
+        conf = render("upstream-nginx.conf", os.path.join(run_dir, "upstream-%s.conf" % name), v)
+        p = Proc("upstream-" + name, ["nginx", "-p", run_dir, "-e",
+                                      os.path.join(run_dir, "upstream-%s.error.log" % name), "-c", conf],
+                 os.path.join(run_dir, "upstream-%s.log" % name), cwd=run_dir)
+        if wait_ports(p, [ports[name]]):
+            raise RuntimeError("upstream %s did not start:\n%s" % (name, p.tail()))
+        if name == "A":
+            direct = targets["direct"]
+            direct.proc, direct.http_port = p, ports["A"]
+            direct.https_status, direct.https_reason = "n/a", "upstream is plain HTTP"
+    for name in ("A", "B"):
+        st, marker, body, err = curl_check(client, "http://127.0.0.1:%d/" % ports[name], None, cert)
+        if err or marker != name or body != name:
+            raise RuntimeError("upstream %s answers wrongly: %s %r %r" % (name, err, marker, body))
+
+    targets["direct"].version = tool_version(["nginx", "-v"])
+    versions = {"nginx": ["nginx", "-v"], "haproxy": ["haproxy", "-v"], "caddy": ["caddy", "version"],
+                "switchyard": [args.switchyard, "--version"]}
+    for n in PROXIES:
+        t = targets[n]
+        t.http_port, t.https_port = ports[n + "_http"], ports[n + "_https"]
+        if t.status != "ok":
+            continue
+        t.version = tool_version(versions[n]) if (n != "switchyard" or os.access(args.switchyard, os.X_OK)) else None
+        v = dict(values, PORT_HTTP=t.http_port, PORT_HTTPS=t.https_port)
+        if n == "switchyard":
+            v["PORT_ADMIN"] = ports["switchyard_admin"]
+        start_target(t, run_dir, v, args)
+        log("   %-10s %s" % (n, "started (pid %d)" % t.proc.pid if t.status == "ok" else "n/a"))
+
+    # routing must be right before anything is timed
+    log("\n== routing check (4.1.0 -> A, 4.2.0 -> B, none -> B, unknown -> B)")
+    for n in PROXIES:
+        t = targets[n]
+        if t.status != "ok":
+            continue
+        err = check_routing(client, "http://127.0.0.1:%d/" % t.http_port, cert)
+        if err:
+            t.disable("wrong routing over HTTP: %s" % err)
+            continue
+        if t.https_status == "ok":
+            err = check_routing(client, "https://127.0.0.1:%d/" % t.https_port, cert)
+            if err:
+                t.disable("wrong routing over HTTPS: %s" % err, https_only=True)
+        log("   %-10s HTTP ok, HTTPS %s" % (n, "ok" if t.https_status == "ok" else "n/a"))
+
+    # memory: idle, then N idle keep-alive connections
+    time.sleep(1.0)
+    for n in ORDER:
+        t = targets[n]
+        if t.status == "ok":
+            rss, pss = t.proc.rss_kib()
+            t.memory["rss_idle_kib"], t.memory["pss_idle_kib"] = rss, pss
+    log("\n== %d idle keep-alive connections per proxy" % cfg["idle_connections"])
+    for n in PROXIES:
+        t = targets[n]
+        if not t.usable():
+            continue
+        try:
+            t.memory["idle_connections"] = m = measure_idle_conns(t, cfg["idle_connections"], client, run_dir)
+            log("   %-10s answered %d/%d in %.1fs, alive %d, RSS %d -> %d KiB" % (
+                n, m["connections_answered"], m["connections_target"], m["open_seconds"],
+                m["connections_alive_at_measure"], t.memory["rss_idle_kib"], m["rss_conns_kib"]))
+        except Exception as e:  # the proxy may have died under the connections
+            t.memory["idle_connections"] = {"error": str(e)}
+            loud("%s: idle-connection test failed: %s" % (n, e))
+        if not t.proc.alive():
+            t.disable("died during the idle-connection test:\n%s" % t.proc.tail())
+
+    def rounds(kind, nrounds, seconds, order):
+        for r in range(nrounds):
+            log("\n== %s round %d/%d (%ds each)" % (kind, r + 1, nrounds, seconds))
+            for n in order:
+                t = targets[n]
+                if not t.usable(kind):
+                    continue
+                port = t.http_port if kind == "http" else t.https_port
+                res = run_wrk(t, kind, port, seconds, client, run_dir)
+                res["round"] = r + 1
+                t.runs[kind].append(res)
+                if kind != "handshake" and n != "direct":
+                    t.rss_after[kind].append(t.proc.rss_kib()[0])
+                    res["rss_after_kib"] = t.rss_after[kind][-1]
+                if "error" in res:
+                    loud("%s %s: %s" % (n, kind, res["error"]))
+                else:
+                    log("   %-20s %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms  cpu %6s us/req%s" % (
+                        LABEL[n], res["rps"], res["p50_ms"], res["p99_ms"],
+                        fmt(res["cpu_us_per_req"], ".1f"),
+                        ("  (" + res["warning"] + ")") if "warning" in res else ""))
+                if not t.proc.alive():
+                    t.disable("died during %s load:\n%s" % (kind, t.proc.tail()))
+
+    rounds("http", cfg["http_rounds"], cfg["seconds"], ORDER)
+    rounds("https", cfg["https_rounds"], cfg["seconds"], PROXIES)
+    rounds("handshake", cfg["handshake_rounds"], cfg["handshake_seconds"], PROXIES)
+
+    for n in PROXIES:
+        t = targets[n]
+        for kind in ("http", "https"):
+            if t.rss_after[kind]:
+                t.memory["rss_after_%s_kib" % kind] = t.rss_after[kind][-1]
+        last = t.rss_after["https"] or t.rss_after["http"]
+        if last:
+            t.memory["rss_after_load_kib"] = last[-1]
+
+    # ---------------------------------------------------------------- report
+    summary = {}
+    for n in ORDER:
+        t = targets[n]
+        summary[n] = {k: summarize(t.runs[k]) for k in ("http", "https", "handshake")}
+
+    def get(n, kind, key):
+        s = summary[n][kind]
+        return s[key] if s else None
+
+    def memget(n, key):
+        m = targets[n].memory
+        if key in ("per_conn_bytes",):
+            ic = m.get("idle_connections") or {}
+            return ic.get(key)
+        if key == "rss_conns_kib":
+            return (m.get("idle_connections") or {}).get("rss_conns_kib")
+        return m.get(key)
+
+    def why(n, kind):
+        t = targets[n]
+        if t.status != "ok" and not t.runs[kind]:
+            return t.reason.splitlines()[0]
+        if kind != "http" and t.https_status != "ok":
+            return t.https_reason.splitlines()[0]
+        return None
+
+    lines = []
+    out = lines.append
+    out("")
+    out("Switchyard side-by-side benchmark, %s mode, %s" % (cfg["mode"], stamp))
+    out("wrk -t1 -c64 keep-alive, header X-Postfacto-Version: 4.1.0 (routed to upstream A); "
+        "%ds x %d round(s), median shown" % (cfg["seconds"], cfg["http_rounds"]))
+    out("placement: %s" % placement)
+    out("access logs: off in every proxy and upstream (Switchyard: log: {access: false})")
+    titles = {"http": "HTTP keep-alive", "https": "HTTPS keep-alive (TLS terminated by the proxy)",
+              "handshake": "HTTPS new connection per request (wrk -H 'Connection: close'; "
+                           "req/s = full TLS handshakes/s), %ds x %d" % (cfg["handshake_seconds"],
+                                                                         cfg["handshake_rounds"])}
+    for kind in ("http", "https", "handshake"):
+        out("")
+        out(titles[kind])
+        out("  %-20s %10s %9s %9s %10s %11s" % ("", "req/s", "p50 ms", "p99 ms", "cpu us/req",
+                                                "rss KiB" if kind != "handshake" else ""))
+        if kind != "handshake":
+            out("  (rss KiB: summed over the server's processes right after its last run in this table)")
+        for n in (ORDER if kind == "http" else PROXIES):
+            w = why(n, kind)
+            if w and not summary[n][kind]:
+                out("  %-20s n/a (%s)" % (LABEL[n], w))
+                continue
+            s = summary[n][kind]
+            if not s:
+                out("  %-20s n/a (no successful run)" % LABEL[n])
+                continue
+            rss = ""
+            if kind != "handshake" and n != "direct":
+                rss = fmt(memget(n, "rss_after_%s_kib" % kind), "d")
+            out("  %-20s %10.0f %9.3f %9.3f %10s %11s%s" % (
+                LABEL[n], s["rps"], s["p50_ms"], s["p99_ms"], fmt(s["cpu_us_per_req"], ".1f"), rss,
+                "  errors=%d" % s["errors"] if s["errors"] else ""))
+    out("")
+    out("Memory (RSS summed over all processes of each server, KiB)")
+    out("  %-20s %10s %11s %13s %12s" % ("", "idle", "after load", "%d idle conns" % cfg["idle_connections"],
+                                         "bytes/conn"))
+    for n in ORDER:
+        t = targets[n]
+        if "rss_idle_kib" not in t.memory:
+            out("  %-20s n/a (%s)" % (LABEL[n], (t.reason or "?").splitlines()[0]))
+            continue
+        ic = t.memory.get("idle_connections") or {}
+        conns = ic.get("rss_conns_kib")
+        out("  %-20s %10d %11s %13s %12s%s" % (
+            LABEL[n], t.memory["rss_idle_kib"], fmt(t.memory.get("rss_after_load_kib"), "d"),
+            fmt(conns, "d"), fmt(ic.get("per_conn_bytes"), "d"),
+            "  (" + ic["warning"] + ")" if ic.get("warning") else
+            ("  (" + ic["error"] + ")" if ic.get("error") else "")))
+
+    ratios = {}
+    for base in ("nginx", "haproxy", "direct"):
+        r = {
+            "http_rps": ratio(get("switchyard", "http", "rps"), get(base, "http", "rps")),
+            "http_p99": ratio(get("switchyard", "http", "p99_ms"), get(base, "http", "p99_ms")),
+            "http_cpu_per_req": ratio(get("switchyard", "http", "cpu_us_per_req"),
+                                      get(base, "http", "cpu_us_per_req")),
+        }
+        if base != "direct":
+            r.update({
+                "https_rps": ratio(get("switchyard", "https", "rps"), get(base, "https", "rps")),
+                "https_p99": ratio(get("switchyard", "https", "p99_ms"), get(base, "https", "p99_ms")),
+                "handshakes": ratio(get("switchyard", "handshake", "rps"), get(base, "handshake", "rps")),
+                "rss_idle": ratio(memget("switchyard", "rss_idle_kib"), memget(base, "rss_idle_kib")),
+                "bytes_per_conn": ratio(memget("switchyard", "per_conn_bytes"), memget(base, "per_conn_bytes")),
+            })
+        ratios["switchyard/" + base] = r
+    out("")
+    out("Ratios (switchyard / other; req/s higher is better, p99, cpu and memory lower is better)")
+    cols = ["http_rps", "http_p99", "http_cpu_per_req", "https_rps", "https_p99", "handshakes",
+            "rss_idle", "bytes_per_conn"]
+    heads = ["http req/s", "http p99", "http cpu", "https req/s", "https p99", "handshakes",
+             "rss idle", "bytes/conn"]
+    out("  %-20s" % "" + "".join("%12s" % h for h in heads))
+    for k, r in ratios.items():
+        out("  %-20s" % k + "".join("%12s" % fmt(r.get(c), ".2f") for c in cols))
+    if targets["switchyard"].status != "ok" and not targets["switchyard"].runs["http"]:
+        out("  (switchyard n/a: %s)" % targets["switchyard"].reason.splitlines()[0])
+    elapsed = time.monotonic() - started
+    out("")
+    out("load average before %.2f, after %.2f; %.0f s; details in %s" % (
+        load_before[0], os.getloadavg()[0], elapsed, run_dir))
+
+    report = "\n".join(lines)
+    log(report)
+    with open(os.path.join(run_dir, "report.txt"), "w") as f:
+        f.write(report + "\n")
+
+    data = {
+        "timestamp": stamp,
+        "config": cfg,
+        "placement": placement,
+        "host": {"cpus": ncpu, "kernel": os.uname().release,
+                 "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
+        "tools": {"wrk": tool_version(["wrk", "-v"]), "openssl": tool_version(["openssl", "version"])},
+        "ports": ports,
+        "run_dir": run_dir,
+        "elapsed_s": round(elapsed, 1),
+        "targets": {},
+        "ratios": ratios,
+    }
+    for n in ORDER:
+        t = targets[n]
+        data["targets"][n] = {
+            "status": t.status, "reason": t.reason,
+            "https_status": t.https_status, "https_reason": t.https_reason,
+            "version": t.version,
+            "summary": summary[n], "runs": t.runs, "memory": t.memory,
+        }
+    path = os.path.join(args.results, "%s.json" % stamp)
+    with open(path, "w") as f:
+        json.dump(data, f, indent=2)
+    shutil.copyfile(path, os.path.join(args.results, "latest.json"))
+    log("results: %s (also %s)" % (path, os.path.join(args.results, "latest.json")))
+
+
+if __name__ == "__main__":
+    def on_signal(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    except Exception:  # the harness itself broke
+        import traceback
+        traceback.print_exc()
+        code = 1
+    finally:
+        Proc.stop_all()
+    sys.exit(code)
