@@ -82,11 +82,18 @@ static void idle_event(struct sy_io *io, uint32_t events)
         sy_upconn_close(u);
 }
 
+/* Lazy: the timer is armed at release and left alone while the connection is in use. */
 static void idle_timeout(struct sy_timer *t)
 {
     struct sy_upconn *u = SY_CONTAINER_OF(t, struct sy_upconn, timer);
-    if (!u->owner && !u->dead)
-        sy_upconn_close(u);
+    if (u->owner || u->dead)
+        return;
+    uint64_t now = sy_loop_now(u->w->loop);
+    if (now < u->idle_since + UP_IDLE_MS) {
+        sy_timer_set(u->w->loop, t, u->idle_since + UP_IDLE_MS);
+        return;
+    }
+    sy_upconn_close(u);
 }
 
 struct sy_upconn *sy_upconn_take_idle(struct sy_wserver *s)
@@ -95,7 +102,6 @@ struct sy_upconn *sy_upconn_take_idle(struct sy_wserver *s)
         struct sy_upconn *u = SY_CONTAINER_OF(s->idle.next, struct sy_upconn, link);
         sy_list_remove(&u->link);
         s->nidle--;
-        sy_timer_cancel(u->w->loop, &u->timer);
         u->reused = 1;
         return u;
     }
@@ -190,7 +196,8 @@ void sy_upconn_release(struct sy_upconn *u, int reusable, uint32_t keep)
     }
     sy_list_insert_head(&u->srv->idle, &u->link);
     u->srv->nidle++;
-    sy_timer_set(u->w->loop, &u->timer, sy_loop_now(u->w->loop) + UP_IDLE_MS);
+    u->idle_since = sy_loop_now(u->w->loop);
+    sy_timer_arm(u->w->loop, &u->timer, u->idle_since + UP_IDLE_MS);
 }
 
 void sy_upstream_release_idle(struct sy_wserver *s, struct sy_loop *loop)
