@@ -174,7 +174,8 @@ static void resolve_due(struct sy_snapshot *s)
 
 /* ---- configuration ---- */
 
-static struct sy_config *load_checked(const char *path, struct sy_tls **tls, char **err)
+static struct sy_config *load_checked(const char *path, struct sy_tls **tls, int initial,
+                                      char **err)
 {
     struct sy_config *cfg = sy_config_load(path, err);
     if (!cfg)
@@ -188,7 +189,7 @@ static struct sy_config *load_checked(const char *path, struct sy_tls **tls, cha
     }
     *tls = NULL;
     if (cfg->listen_https.set || cfg->tls.ncerts || cfg->tls.acme.enabled) {
-        *tls = sy_tls_new(cfg, err);
+        *tls = initial ? sy_tls_new_initial(cfg, err) : sy_tls_new(cfg, err);
         if (!*tls && *err) {
             sy_config_free(cfg);
             return NULL;
@@ -202,6 +203,25 @@ static int same_listen(const struct sy_listen_addr *a, const struct sy_listen_ad
     if (a->set != b->set)
         return 0;
     return !a->set || (a->len == b->len && !memcmp(&a->ss, &b->ss, a->len));
+}
+
+static int str_same(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && !strcmp(a, b));
+}
+
+/* The ACME client is started once; a changed tls.acme block needs a restart. */
+static int acme_same(const struct sy_acme_conf *a, const struct sy_acme_conf *b)
+{
+    if (a->enabled != b->enabled || a->ndomains != b->ndomains ||
+        a->renew_before_ms != b->renew_before_ms || !str_same(a->directory, b->directory) ||
+        !str_same(a->email, b->email) || !str_same(a->storage, b->storage) ||
+        !str_same(a->ca, b->ca))
+        return 0;
+    for (size_t i = 0; i < a->ndomains; i++)
+        if (!str_same(a->domains[i], b->domains[i]))
+            return 0;
+    return 1;
 }
 
 static struct sy_tls_watch *watcher;
@@ -220,7 +240,7 @@ static void reload(const char *path, const char *why)
     struct sy_snapshot *cur = atomic_load(&sy_proc.current);
     char *err = NULL;
     struct sy_tls *tls = NULL;
-    struct sy_config *cfg = load_checked(path, &tls, &err);
+    struct sy_config *cfg = load_checked(path, &tls, 0, &err);
     if (cfg && (!same_listen(&cfg->listen_http, &cur->cfg->listen_http) ||
                 !same_listen(&cfg->listen_https, &cur->cfg->listen_https) ||
                 !same_listen(&cfg->listen_admin, &cur->cfg->listen_admin))) {
@@ -239,6 +259,9 @@ static void reload(const char *path, const char *why)
     }
     if (cfg->log.level >= 0)
         sy_log_level = (enum sy_log_level)cfg->log.level;
+    if (!acme_same(&cfg->tls.acme, &cur->cfg->tls.acme))
+        sy_log_warn("reload", "tls.acme changed: the ACME client keeps its previous settings "
+                              "until the next restart");
     struct sy_snapshot *s = snapshot_new(cfg, tls, cur);
     for (unsigned i = 0; i < sy_proc.nworkers; i++)
         sy_worker_deliver(&sy_proc.workers[i], s);
@@ -346,7 +369,7 @@ int main(int argc, char **argv)
 
     char *err = NULL;
     struct sy_tls *tls = NULL;
-    struct sy_config *cfg = load_checked(path, &tls, &err);
+    struct sy_config *cfg = load_checked(path, &tls, 1, &err);
     if (!cfg) {
         fprintf(stderr, "%s\n", err ? err : "cannot load configuration");
         sy_free(err);
