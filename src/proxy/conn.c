@@ -539,7 +539,7 @@ static int start_request(struct sy_conn *c, size_t head_len)
 
     if (!c->https && target_is_acme(c->req.target) && sy_proc.acme)
         return answer_acme(c);
-    if (!c->https && cfg->tls.redirect && cfg->listen_https.set)
+    if (!c->https && cfg->tls.redirect && cfg->listen_https.set && !target_is_acme(c->req.target))
         return redirect_https(c);
 
     struct sy_str host = c->rf.host ? c->rf.host->value : SY_STR_LIT("");

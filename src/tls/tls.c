@@ -112,7 +112,7 @@ static SSL_CTX *make_ctx(struct sy_tls *t)
     return ctx;
 }
 
-struct sy_tls *sy_tls_new(const struct sy_config *cfg, char **err)
+static struct sy_tls *tls_new(const struct sy_config *cfg, int initial, char **err)
 {
     *err = NULL;
     if (cfg->tls.ncerts == 0 && !cfg->tls.acme.enabled) {
@@ -123,7 +123,7 @@ struct sy_tls *sy_tls_new(const struct sy_config *cfg, char **err)
     }
     struct sy_tls *t = sy_calloc(1, sizeof(*t));
     atomic_init(&t->refs, 1);
-    if (sy__tls_certs_load(t, cfg, err) < 0)
+    if (sy__tls_certs_load(t, cfg, initial, err) < 0)
         goto fail;
     t->ctx = make_ctx(t);
     if (!t->ctx) {
@@ -139,6 +139,16 @@ fail:
     sy__tls_certs_free(t);
     sy_free(t);
     return NULL;
+}
+
+struct sy_tls *sy_tls_new(const struct sy_config *cfg, char **err)
+{
+    return tls_new(cfg, 0, err);
+}
+
+struct sy_tls *sy_tls_new_initial(const struct sy_config *cfg, char **err)
+{
+    return tls_new(cfg, 1, err);
 }
 
 void sy_tls_ref(struct sy_tls *t)

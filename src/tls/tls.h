@@ -49,6 +49,17 @@ struct sy_tls_watch;
  */
 struct sy_tls *sy_tls_new(const struct sy_config *cfg, char **err);
 
+/*
+ * The same for the first load of a process: a stored ACME pair that cannot
+ * be used for any reason (unreadable, bad PEM, key not matching the
+ * certificate, as after a crash between the writes of the .key and the
+ * .crt) is logged as an error and the placeholder is served, because
+ * refusing to start would also stop the ACME renewal that repairs it.
+ * sy_tls_new (reloads) refuses such a pair, so the previous snapshot keeps
+ * serving while a renewal is between its two renames.
+ */
+struct sy_tls *sy_tls_new_initial(const struct sy_config *cfg, char **err);
+
 /* Reference counting; any thread. The last unref frees everything. */
 void sy_tls_ref(struct sy_tls *t);
 void sy_tls_unref(struct sy_tls *t);

@@ -306,7 +306,8 @@ static struct sy__tls_cert *push_cert(struct sy_tls *t)
     return &t->certs[t->ncerts];
 }
 
-static int load_acme(struct sy_tls *t, SSL_CTX *check, const struct sy_config *cfg, char **err)
+static int load_acme(struct sy_tls *t, SSL_CTX *check, const struct sy_config *cfg, int initial,
+                     char **err)
 {
     const struct sy_acme_conf *a = &cfg->tls.acme;
     char *crt, *key, *at = where(cfg, a->line);
@@ -329,7 +330,13 @@ static int load_acme(struct sy_tls *t, SSL_CTX *check, const struct sy_config *c
             rc = 0;
             goto out;
         }
-        if (r != LOAD_EXPIRED) {
+        /*
+         * A broken pair on a reload is often a renewal caught between the
+         * renames of the .key and the .crt: keep the previous snapshot, the
+         * .crt event retries. At start (e.g. after a crash between those two
+         * renames) there is nothing else to serve.
+         */
+        if (r != LOAD_EXPIRED && !initial) {
             *err = why;
             goto out;
         }
@@ -351,7 +358,7 @@ out:
     return rc;
 }
 
-int sy__tls_certs_load(struct sy_tls *t, const struct sy_config *cfg, char **err)
+int sy__tls_certs_load(struct sy_tls *t, const struct sy_config *cfg, int initial, char **err)
 {
     SSL_CTX *check = SSL_CTX_new(TLS_server_method());
     if (!check) {
@@ -375,7 +382,7 @@ int sy__tls_certs_load(struct sy_tls *t, const struct sy_config *cfg, char **err
         sy_free(at);
     }
     if (rc == 0 && cfg->tls.acme.enabled)
-        rc = load_acme(t, check, cfg, err);
+        rc = load_acme(t, check, cfg, initial, err);
     SSL_CTX_free(check);
     return rc;
 }

@@ -36,7 +36,8 @@ struct sy_tls {
 };
 
 /* tls_cert.c */
-int sy__tls_certs_load(struct sy_tls *t, const struct sy_config *cfg, char **err);
+/* initial: a broken stored ACME pair gives the placeholder instead of an error. */
+int sy__tls_certs_load(struct sy_tls *t, const struct sy_config *cfg, int initial, char **err);
 void sy__tls_certs_free(struct sy_tls *t);
 int sy__tls_cert_cb(SSL *ssl, void *arg);
 
