@@ -308,6 +308,8 @@ static int respond(struct sy_conn *c, int status, const char *extra, const char 
         close = 1;
     if (sy_atomic_draining())
         close = 1;
+    if (c->close_after) /* this request asked for it (Connection: close, HTTP/1.0) */
+        close = 1;
     free_out_buffers(c);
     size_t cap = strlen(body) + (extra ? strlen(extra) : 0) + 256;
     c->hbuf = out_alloc(c, cap, &c->hbuf_pooled);
