@@ -9,6 +9,8 @@
 # --out FILE  keep the JSON findings there (default: a temporary file, removed).
 # --allow ID  do not fail on the finding with this testssl id (repeatable), for
 #             what test certificates cannot have, e.g. --allow cert_revocation.
+#             With several certificates served (ECDSA and RSA), testssl suffixes
+#             certificate ids with " <cert#N>": ID matches all of them.
 #
 # Exit status: 0 clean, 1 HIGH/CRITICAL finding(s) (printed), 2 usage or tool error.
 # TESTSSL_TIMEOUT (seconds, default 600) bounds the whole run.
@@ -22,7 +24,7 @@ while [ $# -gt 0 ]; do
     --ca) ca=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --allow) allow="$allow $2"; shift 2 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) break ;;
     esac
 done
@@ -65,7 +67,7 @@ fi
 allowed=$(printf '%s\n' $allow | jq -R 'select(length > 0)' | jq -s .)
 bad=$(jq -r --argjson allowed "$allowed" '.[]
         | select(.severity == "HIGH" or .severity == "CRITICAL")
-        | select(.id as $id | $allowed | index($id) | not)
+        | select((.id | sub(" <cert#[0-9]+>$"; "")) as $id | $allowed | index($id) | not)
         | "\(.severity)\t\(.id)\t\(.finding)"' "$json")
 total=$(jq 'length' "$json")
 if [ -n "$allow" ]; then
