@@ -240,10 +240,41 @@ static void on_accept(struct sy_io *io, uint32_t events)
     }
 }
 
+/*
+ * SO_REUSEPORT lets any process of the same user bind the port too and take a
+ * share of the connections. Before worker 0 binds, a plain bind (without
+ * SO_REUSEPORT) proves that nobody else listens there.
+ */
+static int probe_free(const struct sy_listen_addr *a, char **err)
+{
+    int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return 0;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (a->ss.ss_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    int rc = bind(fd, (const struct sockaddr *)&a->ss, a->len);
+    int e = errno;
+    close(fd);
+    if (rc < 0 && e == EADDRINUSE) {
+        *err = sy_asprintf("cannot listen on %s: address already in use", a->text);
+        return -1;
+    }
+    return 0;
+}
+
 int sy_worker_open_listeners(struct sy_worker *w, const struct sy_config *cfg, int *inherit_fds,
                              char **err)
 {
     (void)inherit_fds;
+    if (w->id == 0) {
+        const struct sy_listen_addr *all[3] = {&cfg->listen_http, &cfg->listen_https,
+                                               &cfg->listen_admin};
+        for (int i = 0; i < 3; i++)
+            if (all[i]->set && probe_free(all[i], err) < 0)
+                return -1;
+    }
     const struct sy_listen_addr *addrs[3] = {&cfg->listen_http, &cfg->listen_https,
                                              &cfg->listen_admin};
     for (int i = 0; i < 3; i++) {
