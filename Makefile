@@ -58,9 +58,10 @@ check:
 
 check-build: all unit-bins
 
-acme-test: $(BUILD)/libswitchyard.a
+acme-test: $(BUILD)/libswitchyard.a $(BUILD)/switchyard
 	$(MAKE) -s -C tests/acme LIB=1 OUT=$(abspath $(BUILD))/acme
-	ACME_DRIVER=$(abspath $(BUILD))/acme/acme_driver $(PYTEST) -q tests/acme
+	ACME_DRIVER=$(abspath $(BUILD))/acme/acme_driver SWITCHYARD_BIN=$(abspath $(BUILD)/switchyard) \
+	    $(PYTEST) -q tests/acme
 
 # AddressSanitizer + UndefinedBehaviorSanitizer build in build-asan/.
 asan:
