@@ -14,6 +14,7 @@ for, and that the poisoned upstream connection is not used again.
 """
 
 import socket
+import struct
 import threading
 import time
 
@@ -268,7 +269,8 @@ def test_forwarded_framing_is_normalised(smuggle_gw):
 class ScriptedUpstream:
     """Answers each request with fixed bytes chosen by the request path
     (`script[path]`: bytes, or a list of (bytes, delay) pieces), and keeps
-    the connection open afterwards unless the script says "close". Records
+    the connection open afterwards unless the script says "close" (or "rst":
+    close with a TCP reset). Records
     (connection id, request line) for every request head it reads."""
 
     def __init__(self, script):
@@ -322,6 +324,10 @@ class ScriptedUpstream:
                     if delay:
                         time.sleep(delay)
                     if data == b"close":
+                        return
+                    if data == b"rst":
+                        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                     struct.pack("ii", 1, 0))
                         return
                     s.sendall(data)
         except OSError:
