@@ -97,31 +97,51 @@ static ssize_t cread(struct sy_conn *c, char *buf, size_t len)
     }
 }
 
+static ssize_t tls_writev(struct sy_conn *c, struct iovec *iov, int iovcnt)
+{
+    ssize_t total = 0;
+    for (int i = 0; i < iovcnt; i++) {
+        if (!iov[i].iov_len)
+            continue;
+        int io;
+        ssize_t n = sy_tls_write(c->tls, iov[i].iov_base, iov[i].iov_len, &io);
+        if (n > 0) {
+            total += n;
+            if ((size_t)n < iov[i].iov_len)
+                return total;
+            continue;
+        }
+        if (io == SY_TLS_WANT_WRITE || io == SY_TLS_WANT_READ) {
+            if (io == SY_TLS_WANT_WRITE)
+                c->writable = 0;
+            else
+                c->readable = 0;
+            return total ? total : -1;
+        }
+        return total ? total : -2;
+    }
+    return total;
+}
+
 static ssize_t cwritev(struct sy_conn *c, struct iovec *iov, int iovcnt)
 {
     if (c->tls) {
-        ssize_t total = 0;
-        for (int i = 0; i < iovcnt; i++) {
-            if (!iov[i].iov_len)
-                continue;
-            int io;
-            ssize_t n = sy_tls_write(c->tls, iov[i].iov_base, iov[i].iov_len, &io);
-            if (n > 0) {
-                total += n;
-                if ((size_t)n < iov[i].iov_len)
-                    return total;
-                continue;
+        /* Several small pieces go out as one TLS record (one write(2)): copy them together.
+         * After a WANT_* the caller retries with the same bytes, which is what OpenSSL needs. */
+        size_t sum = 0;
+        for (int i = 0; i < iovcnt; i++)
+            sum += iov[i].iov_len;
+        if (iovcnt > 1 && sum <= SY_BUF_SIZE) {
+            char *tmp = c->w->tls_scratch;
+            size_t off = 0;
+            for (int i = 0; i < iovcnt; i++) {
+                memcpy(tmp + off, iov[i].iov_base, iov[i].iov_len);
+                off += iov[i].iov_len;
             }
-            if (io == SY_TLS_WANT_WRITE || io == SY_TLS_WANT_READ) {
-                if (io == SY_TLS_WANT_WRITE)
-                    c->writable = 0;
-                else
-                    c->readable = 0;
-                return total ? total : -1;
-            }
-            return total ? total : -2;
+            struct iovec one = {tmp, sum};
+            return tls_writev(c, &one, 1);
         }
-        return total;
+        return tls_writev(c, iov, iovcnt);
     }
     for (;;) {
         ssize_t n = writev(c->io.fd, iov, iovcnt);

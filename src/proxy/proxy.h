@@ -26,6 +26,7 @@ struct sy_tls;
 struct sy_acme;
 
 #define SY_MAX_ADDRS 16
+#define SY_BUF_SIZE 16384
 #define SY_MAX_HEADERS_CAP 256
 
 /* Addresses of one configured server, published by the resolver with a seqlock. */
@@ -120,9 +121,9 @@ struct sy_worker {
     uint64_t rng[2];
     uint64_t reqseq;
     struct sy_h1_header hdrs[SY_MAX_HEADERS_CAP]; /* scratch: the request head being started */
+    char tls_scratch[SY_BUF_SIZE];               /* scratch: pieces joined into one TLS record */
 };
 
-#define SY_BUF_SIZE 16384
 
 /* The process: workers and global state shared with the admin endpoint. */
 struct sy_process {

@@ -104,6 +104,9 @@ static SSL_CTX *make_ctx(struct sy_tls *t)
     SSL_CTX_clear_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_TICKET);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                               SSL_MODE_RELEASE_BUFFERS);
+    /* Read whatever the socket holds in one read(2) instead of a header read and a body read per
+     * record. The caller reads until WANT_READ, so nothing is left behind in the buffer. */
+    SSL_CTX_set_read_ahead(ctx, 1);
     /* Stateless tickets only: nothing to share between threads or replicas. */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_timeout(ctx, SESSION_TIMEOUT_S);
