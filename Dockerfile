@@ -1,7 +1,8 @@
 # Switchyard container image.
 #   docker build -t switchyard:0.1.0 .          (or: az acr build -r <acr> -t switchyard:0.1.0 .)
 # Build stage: Debian 12 with the toolchain and the -dev packages the Makefile
-# links against (-lssl -lcrypto -lyaml -lcurl -ljansson -lpthread).
+# links against (-lssl -lcrypto -lyaml -ljansson -lpthread -ldl), plus libcurl's
+# headers: the ACME client loads libcurl4 at run time (dlopen).
 FROM debian:12 AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \

@@ -25,7 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <curl/curl.h>
+#include "acme/curl_dl.h"
 #include <jansson.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
@@ -1422,6 +1422,11 @@ struct sy_acme *sy_acme_start(const struct sy_acme_conf *conf)
     if (sy_acme_check_conf(conf, &err) < 0) {
         sy_log_error("acme", "%s", err);
         sy_free(err);
+        return NULL;
+    }
+    const char *why = NULL;
+    if (sy_curl_load(&why) < 0) {
+        sy_log_error("acme", "%s", why);
         return NULL;
     }
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {

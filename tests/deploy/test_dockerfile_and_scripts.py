@@ -10,7 +10,10 @@ from conftest import DEPLOY, REPO, run
 # Makefile -l flags -> Debian -dev package (build) and runtime library package.
 LIBS = {"ssl": ("libssl-dev", "libssl3"), "crypto": ("libssl-dev", "libssl3"),
         "yaml": ("libyaml-dev", "libyaml-0-2"), "curl": ("libcurl4-openssl-dev", "libcurl4"),
-        "jansson": ("libjansson-dev", "libjansson4"), "pthread": (None, None)}
+        "jansson": ("libjansson-dev", "libjansson4"), "pthread": (None, None), "dl": (None, None)}
+# Loaded at run time with dlopen() rather than linked: the headers at build time, the library at run
+# time (the ACME client's libcurl).
+DLOPENED = {"libcurl4-openssl-dev": "libcurl4"}
 
 
 def stages():
@@ -63,11 +66,14 @@ def test_build_stage_has_every_library_the_makefile_links():
         assert lib in LIBS, f"Makefile links -l{lib}: map it to a Debian package here and in the Dockerfile"
         dev = LIBS[lib][0]
         assert dev is None or dev in build, dev
+    for dev in DLOPENED:
+        assert dev in build, dev
 
 
 def test_runtime_stage_has_only_the_runtime_libraries():
     runtime = apt_packages(stages()[1][2])
-    wanted = {LIBS[lib][1] for lib in makefile_libs() if LIBS[lib][1]} | {"ca-certificates"}
+    wanted = ({LIBS[lib][1] for lib in makefile_libs() if LIBS[lib][1]} | {"ca-certificates"}
+              | set(DLOPENED.values()))
     assert runtime == wanted
     assert not any(p.endswith("-dev") for p in runtime)
 
