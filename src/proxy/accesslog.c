@@ -82,24 +82,24 @@ void sy_accesslog_write(struct sy_conn *c, uint64_t duration_us)
     int cl = snprintf(client, sizeof(client), strchr(c->peer_ip, ':') ? "[%s]:%u" : "%s:%u",
                       c->peer_ip, c->peer_port);
     lput_str_field(w, "client", client, (size_t)cl, 0);
-    lput_str_field(w, "method", c->log_method, strlen(c->log_method), 0);
-    lput_str_field(w, "path", c->log_path.p ? c->log_path.p : "", c->log_path.len, 0);
+    lput_str_field(w, "method", c->x->req.method.p ? c->x->req.method.p : "", c->x->req.method.len, 0);
+    lput_str_field(w, "path", c->x->log_path.p ? c->x->log_path.p : "", c->x->log_path.len, 0);
     char nums[160];
     n = snprintf(nums, sizeof(nums),
                  ",\"status\":%d,\"bytes_in\":%llu,\"bytes_out\":%llu,\"duration_ms\":%.3f",
-                 c->status, (unsigned long long)c->bytes_in, (unsigned long long)c->bytes_out,
+                 c->x->status, (unsigned long long)c->x->bytes_in, (unsigned long long)c->x->bytes_out,
                  (double)duration_us / 1000.0);
     lput(w, nums, (size_t)n);
-    const struct sy_site_conf *site = c->route.site;
+    const struct sy_site_conf *site = c->x->route.site;
     lput_str_field(w, "site", site ? site->hosts[0] : NULL, site ? strlen(site->hosts[0]) : 0,
                    !site);
-    const char *ver = c->route.route ? c->route.route->version : NULL;
+    const char *ver = c->x->route.route ? c->x->route.route->version : NULL;
     lput_str_field(w, "version", ver, ver ? strlen(ver) : 0, !ver);
-    const char *src = c->route.route ? sy_vsrc_name(c->route.source) : NULL;
+    const char *src = c->x->route.route ? sy_vsrc_name(c->x->route.source) : NULL;
     lput_str_field(w, "version_source", src, src ? strlen(src) : 0, !src);
-    lput_str_field(w, "upstream", c->log_upstream, c->log_upstream ? strlen(c->log_upstream) : 0,
-                   !c->log_upstream);
-    lput_str_field(w, "request_id", c->reqid, strlen(c->reqid), 0);
+    lput_str_field(w, "upstream", c->x->log_upstream, c->x->log_upstream ? strlen(c->x->log_upstream) : 0,
+                   !c->x->log_upstream);
+    lput_str_field(w, "request_id", c->x->reqid, strlen(c->x->reqid), 0);
     lput(w, "}\n", 2);
     if (w->loglen > LOG_CAP / 2)
         sy_accesslog_flush(w);

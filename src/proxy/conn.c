@@ -220,6 +220,40 @@ static void rbuf_release_if_empty(struct sy_conn *c)
     }
 }
 
+/* The per-request state, from the worker's free list (zeroed). */
+static struct sy_exchange *x_get(struct sy_conn *c)
+{
+    if (c->x)
+        return c->x;
+    struct sy_worker *w = c->w;
+    struct sy_exchange *x = w->x_free;
+    if (x) {
+        w->x_free = x->next_free;
+        w->nx_free--;
+    } else {
+        x = sy_malloc(sizeof(*x));
+    }
+    memset(x, 0, sizeof(*x));
+    c->x = x;
+    return x;
+}
+
+static void x_put(struct sy_conn *c)
+{
+    struct sy_exchange *x = c->x;
+    if (!x)
+        return;
+    c->x = NULL;
+    struct sy_worker *w = c->w;
+    if (w->nx_free >= 64) {
+        sy_free(x);
+        return;
+    }
+    x->next_free = w->x_free;
+    w->x_free = x;
+    w->nx_free++;
+}
+
 /* Makes room at the end of rbuf for a head that does not fit yet. Returns 0 or -1 (full). */
 static int rbuf_room_for_head(struct sy_conn *c)
 {
@@ -284,10 +318,10 @@ static void free_out_buffers(struct sy_conn *c)
 static void count_response(struct sy_conn *c, int status)
 {
     struct sy_req_counter *rc;
-    if (c->route.site) {
-        const struct sy_site_conf *s = c->route.site;
+    if (c->x->route.site) {
+        const struct sy_site_conf *s = c->x->route.site;
         size_t si = (size_t)(s - cfg_of(c)->sites);
-        size_t ri = c->route.route ? (size_t)(c->route.route - s->version.routes) + 1 : 0;
+        size_t ri = c->x->route.route ? (size_t)(c->x->route.route - s->version.routes) + 1 : 0;
         rc = c->ws->site_counters[si][ri];
     } else {
         rc = c->ws->nosite_counter;
@@ -300,17 +334,17 @@ static void count_response(struct sy_conn *c, int status)
 /* Ends the request's bookkeeping: metrics and access log. */
 static void log_request(struct sy_conn *c)
 {
-    if (!c->t_req_start_us)
+    if (!c->x || !c->x->t_req_start_us)
         return;
-    uint64_t dur = now_us() - c->t_req_start_us;
-    count_response(c, c->status);
+    uint64_t dur = now_us() - c->x->t_req_start_us;
+    count_response(c, c->x->status);
     sy_metrics_observe(&c->w->metrics, dur);
-    if (c->status >= 400 && c->status < 600 && !c->up)
-        sy_metrics_client_error(&c->w->metrics, c->status);
+    if (c->x->status >= 400 && c->x->status < 600 && !c->up)
+        sy_metrics_client_error(&c->w->metrics, c->x->status);
     if (cfg_of(c)->log.access)
         sy_accesslog_write(c, dur);
-    c->t_req_start_us = 0;
-    c->log_path = SY_STR_NULL;
+    c->x->t_req_start_us = 0;
+    c->x->log_path = SY_STR_NULL;
 }
 
 /*
@@ -319,6 +353,7 @@ static void log_request(struct sy_conn *c)
  */
 static int respond(struct sy_conn *c, int status, const char *extra, const char *body, int close)
 {
+    x_get(c);
     if (c->up) {
         c->up->srv->outstanding--;
         sy_upconn_close(c->up);
@@ -335,7 +370,7 @@ static int respond(struct sy_conn *c, int status, const char *extra, const char 
     c->hbuf = out_alloc(c, cap, &c->hbuf_pooled);
     c->hlen = sy_build_simple_response(c->hbuf, cap, status, extra, body, close);
     c->hoff = 0;
-    c->status = status;
+    c->x->status = status;
     c->close_after = close;
     c->resp_started = 1;
     c->state = SY_ST_RESPOND;
@@ -355,7 +390,7 @@ static int connect_upstream(struct sy_conn *c);
 
 static void upstream_error(struct sy_conn *c, enum sy_uperr e)
 {
-    struct sy_uperr_counter *uc = c->wup->errs;
+    struct sy_uperr_counter *uc = c->x->wup->errs;
     sy_counter_add(&uc->by_reason[e], 1);
 }
 
@@ -372,28 +407,28 @@ enum { RETRY_NONE = 0, RETRY_OTHER, RETRY_FRESH };
 static int upstream_failed(struct sy_conn *c, enum sy_uperr e, int retry)
 {
     struct sy_upconn *u = c->up;
-    const struct sy_upstream_conf *uc = c->wup->rt->conf;
+    const struct sy_upstream_conf *uc = c->x->wup->rt->conf;
     const char *name = u ? u->srv->rt->conf->name : "?";
     if (u) {
         u->srv->outstanding--;
         if (retry == RETRY_FRESH) {
-            size_t idx = (size_t)(u->srv - c->wup->servers);
+            size_t idx = (size_t)(u->srv - c->x->wup->servers);
             if (idx < 64)
-                c->tried &= ~(1ULL << idx);
+                c->x->tried &= ~(1ULL << idx);
         }
         sy_upconn_close(u);
         c->up = NULL;
     }
     if (retry == RETRY_FRESH && !c->resp_started) {
         sy_log_debug("proxy", "pooled connection to %s was closed; retrying (request %s)", name,
-                     c->reqid);
+                     c->x->reqid);
         c->retried_reuse = 1;
         c->ooff = 0;
         return connect_upstream(c);
     }
     upstream_error(c, e);
     sy_log_warn("proxy", "upstream %s server %s: %s (request %s)", uc->name, name,
-                sy_uperr_name(e), c->reqid);
+                sy_uperr_name(e), c->x->reqid);
     if (retry && !c->resp_started) {
         c->ooff = 0;
         return connect_upstream(c);
@@ -407,28 +442,28 @@ static int upstream_failed(struct sy_conn *c, enum sy_uperr e, int retry)
 
 static int fresh_retry_ok(struct sy_conn *c)
 {
-    return c->up && c->up->reused && !c->retried_reuse && c->rf.body == SY_H1_BODY_NONE &&
+    return c->up && c->up->reused && !c->retried_reuse && c->x->rf.body == SY_H1_BODY_NONE &&
            !c->resp_started;
 }
 
 static int connect_upstream(struct sy_conn *c)
 {
     uint64_t now = now_ms(c);
-    const struct sy_upstream_conf *uc = c->wup->rt->conf;
+    const struct sy_upstream_conf *uc = c->x->wup->rt->conf;
     for (;;) {
-        struct sy_wserver *s = sy_upstream_pick(c, c->wup, now);
+        struct sy_wserver *s = sy_upstream_pick(c, c->x->wup, now);
         if (!s) {
             upstream_error(c, SY_UPERR_NO_SERVER);
             sy_log_warn("proxy", "upstream %s: no server available (request %s)", uc->name,
-                        c->reqid);
+                        c->x->reqid);
             return respond_error(c, 502);
         }
-        size_t idx = (size_t)(s - c->wup->servers);
+        size_t idx = (size_t)(s - c->x->wup->servers);
         struct sy_upconn *u = NULL;
         if (!c->retried_reuse)
             u = sy_upconn_take_idle(s);
         if (idx < 64)
-            c->tried |= 1ULL << idx;
+            c->x->tried |= 1ULL << idx;
         if (!u) {
             int err = 0;
             u = sy_upconn_connect(c->w, s, &err);
@@ -439,7 +474,7 @@ static int connect_upstream(struct sy_conn *c)
                 continue;
             }
             c->connecting = 1;
-            c->t_connect = now;
+            c->x->t_connect = now;
         } else {
             c->connecting = 0;
             u->connected = 1;
@@ -449,8 +484,7 @@ static int connect_upstream(struct sy_conn *c)
         u->owner = c;
         s->outstanding++;
         c->up = u;
-        snprintf(c->log_upstream_buf, sizeof(c->log_upstream_buf), "%s", s->rt->conf->name);
-        c->log_upstream = c->log_upstream_buf;
+        c->x->log_upstream = s->rt->conf->name;
         c->t_up = now;
         return P_PROGRESS;
     }
@@ -460,7 +494,7 @@ static int connect_upstream(struct sy_conn *c)
 
 static int answer_acme(struct sy_conn *c)
 {
-    struct sy_str t = c->req.target;
+    struct sy_str t = c->x->req.target;
     struct sy_str token = sy_str_make(t.p + sizeof(ACME_PREFIX) - 1, t.len - (sizeof(ACME_PREFIX) - 1));
     char out[SY_ACME_HTTP01_MAX];
     ssize_t n = sy_acme_http01_answer(sy_proc.acme, token, out, sizeof(out));
@@ -474,7 +508,7 @@ static int answer_acme(struct sy_conn *c)
 static int redirect_https(struct sy_conn *c)
 {
     const struct sy_config *cfg = cfg_of(c);
-    struct sy_str host = c->rf.host ? c->rf.host->value : SY_STR_LIT("");
+    struct sy_str host = c->x->rf.host ? c->x->rf.host->value : SY_STR_LIT("");
     /* Strip the port of the Host header; add the HTTPS one when not 443. */
     size_t hl = host.len;
     if (hl && host.p[0] == '[') {
@@ -496,10 +530,10 @@ static int redirect_https(struct sy_conn *c)
     char portbuf[16] = "";
     if (port != 443)
         snprintf(portbuf, sizeof(portbuf), ":%u", port);
-    size_t cap = hl + c->req.target.len + 64;
+    size_t cap = hl + c->x->req.target.len + 64;
     char *loc = sy_malloc(cap);
     snprintf(loc, cap, "Location: https://%.*s%s%.*s\r\n", (int)hl, host.p, portbuf,
-             (int)c->req.target.len, c->req.target.p);
+             (int)c->x->req.target.len, c->x->req.target.p);
     int r = respond(c, 308, loc, "redirecting to https\n", 0);
     sy_free(loc);
     return r;
@@ -517,64 +551,60 @@ static int start_request(struct sy_conn *c, size_t head_len)
     int status = 400;
     c->head_len = head_len;
     c->bpos = c->bscan = c->roff + head_len;
-    c->t_req_start_us = now_us();
+    c->x->t_req_start_us = now_us();
     c->t_client = now_ms(c);
-    c->status = 0;
-    c->bytes_in = head_len;
-    c->bytes_out = 0;
-    c->tried = 0;
+    c->x->status = 0;
+    c->x->bytes_in = head_len;
+    c->x->bytes_out = 0;
+    c->x->tried = 0;
     c->retried_reuse = 0;
     c->req_done = c->head_sent = c->expect_sent = c->upgrade = 0;
     c->resp_started = c->resp_head_done = c->resp_done = c->resp_close = 0;
     c->resp_chunked_out = c->connecting = 0;
-    c->route = (struct sy_route_result){0};
-    c->log_upstream = NULL;
-    c->reqid_in = SY_STR_NULL;
-    c->wup = NULL;
-    size_t ml = c->req.method.len < sizeof(c->log_method) - 1 ? c->req.method.len
-                                                              : sizeof(c->log_method) - 1;
-    memcpy(c->log_method, c->req.method.p, ml);
-    c->log_method[ml] = '\0';
-    c->log_path = c->req.target;
+    c->x->route = (struct sy_route_result){0};
+    c->x->log_upstream = NULL;
+    c->x->reqid_in = SY_STR_NULL;
+    c->x->wup = NULL;
+    c->x->log_path = c->x->req.target;
 
     const struct sy_h1_header *rid =
-        sy_h1_find(c->req.headers, c->req.num_headers, SY_STR_LIT("x-request-id"));
-    if (rid && rid->value.len && rid->value.len < sizeof(c->reqid)) {
-        c->reqid_in = rid->value;
-        memcpy(c->reqid, rid->value.p, rid->value.len);
-        c->reqid[rid->value.len] = '\0';
+        sy_h1_find(c->x->req.headers, c->x->req.num_headers, SY_STR_LIT("x-request-id"));
+    if (rid && rid->value.len && rid->value.len < sizeof(c->x->reqid)) {
+        c->x->reqid_in = rid->value;
+        memcpy(c->x->reqid, rid->value.p, rid->value.len);
+        c->x->reqid[rid->value.len] = '\0';
     } else {
-        sy_request_id(c->w, c->reqid);
+        sy_request_id(c->w, c->x->reqid);
     }
 
-    if (sy_h1_request_framing(&c->req, &c->rf, &status) < 0) {
+    if (sy_h1_request_framing(&c->x->req, &c->x->rf, &status) < 0) {
         c->req_done = 0;
         return respond_error(c, status);
     }
-    c->req.target = c->rf.target; /* origin-form: absolute-form is not forwarded as sent */
-    c->req_done = c->rf.body == SY_H1_BODY_NONE ||
-                  (c->rf.body == SY_H1_BODY_LENGTH && c->rf.length == 0);
-    c->req_remaining = c->rf.body == SY_H1_BODY_LENGTH ? c->rf.length : 0;
-    sy_h1_chunked_init(&c->req_chunked);
-    if (!c->rf.keepalive || sy_atomic_draining())
+    c->x->req.target = c->x->rf.target; /* origin-form: absolute-form is not forwarded as sent */
+    c->req_done = c->x->rf.body == SY_H1_BODY_NONE ||
+                  (c->x->rf.body == SY_H1_BODY_LENGTH && c->x->rf.length == 0);
+    c->x->req_remaining = c->x->rf.body == SY_H1_BODY_LENGTH ? c->x->rf.length : 0;
+    sy_h1_chunked_init(&c->x->req_chunked);
+    if (!c->x->rf.keepalive || sy_atomic_draining())
         c->close_after = 1;
 
-    if (!c->https && target_is_acme(c->req.target) && sy_proc.acme)
+    if (!c->https && target_is_acme(c->x->req.target) && sy_proc.acme)
         return answer_acme(c);
-    if (!c->https && cfg->tls.redirect && cfg->listen_https.set && !target_is_acme(c->req.target))
+    if (!c->https && cfg->tls.redirect && cfg->listen_https.set && !target_is_acme(c->x->req.target))
         return redirect_https(c);
 
-    struct sy_str host = c->rf.host ? c->rf.host->value : SY_STR_LIT("");
+    struct sy_str host = c->x->rf.host ? c->x->rf.host->value : SY_STR_LIT("");
     const struct sy_site_conf *site = sy_route_find_site(cfg, host);
     if (!site)
         return respond(c, 404, NULL, "no site for this host\n", 0);
-    sy_route_select(site, c->req.target, c->req.headers, c->req.num_headers, &c->route);
+    sy_route_select(site, c->x->req.target, c->x->req.headers, c->x->req.num_headers, &c->x->route);
 
-    if (cfg->limits.max_body && c->rf.body == SY_H1_BODY_LENGTH &&
-        c->rf.length > cfg->limits.max_body)
+    if (cfg->limits.max_body && c->x->rf.body == SY_H1_BODY_LENGTH &&
+        c->x->rf.length > cfg->limits.max_body)
         return respond_error(c, 413);
-    c->upgrade = c->rf.upgrade && c->req_done;
-    c->wup = &c->ws->ups[c->route.upstream];
+    c->upgrade = c->x->rf.upgrade && c->req_done;
+    c->x->wup = &c->ws->ups[c->x->route.upstream];
 
     /* The upstream request head. */
     size_t cap = SY_BUF_SIZE;
@@ -607,26 +637,27 @@ static int do_head(struct sy_conn *c)
     for (;;) {
         if (c->rlen > c->roff) {
             int status = 400;
-            c->req.headers = c->w->hdrs;
-            c->req.num_headers = 0;
-            int r = sy_h1_parse_request(c->rbuf + c->roff, c->rlen - c->roff, &c->req, &lim,
+            x_get(c);
+            c->x->req.headers = c->w->hdrs;
+            c->x->req.num_headers = 0;
+            int r = sy_h1_parse_request(c->rbuf + c->roff, c->rlen - c->roff, &c->x->req, &lim,
                                         &status);
             if (r > 0) {
                 /* The header array is the worker's scratch space: nothing may keep a pointer
                  * into it once the request has been started. */
                 int res = start_request(c, (size_t)r);
-                c->req.headers = NULL;
-                c->req.num_headers = 0;
-                c->rf.host = NULL;
+                c->x->req.headers = NULL;
+                c->x->req.num_headers = 0;
+                c->x->rf.host = NULL;
                 return res;
             }
             if (r == SY_H1_INVALID) {
-                c->t_req_start_us = now_us();
-                c->route = (struct sy_route_result){0};
-                c->log_method[0] = '\0';
-                c->log_upstream = NULL;
-                c->bytes_in = c->rlen - c->roff;
-                sy_request_id(c->w, c->reqid);
+                c->x->t_req_start_us = now_us();
+                c->x->route = (struct sy_route_result){0};
+                c->x->req.method = SY_STR_NULL;
+                c->x->log_upstream = NULL;
+                c->x->bytes_in = c->rlen - c->roff;
+                sy_request_id(c->w, c->x->reqid);
                 c->req_done = 0;
                 return respond_error(c, status);
             }
@@ -670,30 +701,30 @@ static int scan_request_body(struct sy_conn *c)
     size_t avail = c->rlen - c->bscan;
     if (!avail)
         return 0;
-    if (c->rf.body == SY_H1_BODY_LENGTH) {
-        size_t n = avail < c->req_remaining ? avail : (size_t)c->req_remaining;
+    if (c->x->rf.body == SY_H1_BODY_LENGTH) {
+        size_t n = avail < c->x->req_remaining ? avail : (size_t)c->x->req_remaining;
         c->bscan += n;
-        c->req_remaining -= n;
+        c->x->req_remaining -= n;
         return 0;
     }
     int done = 0;
-    ssize_t n = sy_h1_chunked_scan(&c->req_chunked, c->rbuf + c->bscan, avail, &done);
+    ssize_t n = sy_h1_chunked_scan(&c->x->req_chunked, c->rbuf + c->bscan, avail, &done);
     if (n < 0)
         return -1;
     c->bscan += (size_t)n;
     uint64_t max = cfg_of(c)->limits.max_body;
-    if (max && c->req_chunked.data_bytes > max)
+    if (max && c->x->req_chunked.data_bytes > max)
         return -2;
     if (done)
-        c->req_remaining = 0;
+        c->x->req_remaining = 0;
     else
-        c->req_remaining = 1; /* unknown, more to come */
+        c->x->req_remaining = 1; /* unknown, more to come */
     return 0;
 }
 
 static int body_all_scanned(struct sy_conn *c)
 {
-    return c->req_remaining == 0;
+    return c->x->req_remaining == 0;
 }
 
 /* Client -> upstream: head, then the body. */
@@ -719,8 +750,8 @@ static int forward_request(struct sy_conn *c)
     }
     if (c->req_done)
         return progress;
-    if (c->rf.expect_continue && !c->expect_sent && !c->resp_started && c->hlen == 0 &&
-        c->req.minor_version == 1 && c->bscan == c->rlen) {
+    if (c->x->rf.expect_continue && !c->expect_sent && !c->resp_started && c->hlen == 0 &&
+        c->x->req.minor_version == 1 && c->bscan == c->rlen) {
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
         c->hbuf = out_alloc(c, sizeof(cont), &c->hbuf_pooled);
         memcpy(c->hbuf, cont, sizeof(cont) - 1);
@@ -747,7 +778,7 @@ static int forward_request(struct sy_conn *c)
             if (n < 0)
                 return upstream_failed(c, SY_UPERR_RESET, RETRY_NONE);
             c->bpos += (size_t)n;
-            c->bytes_in += (uint64_t)n;
+            c->x->bytes_in += (uint64_t)n;
             c->t_up = now_ms(c);
             progress = 1;
             if (c->bpos < c->bscan)
@@ -791,32 +822,32 @@ static int scan_response_body(struct sy_conn *c)
 {
     struct sy_upconn *u = c->up;
     size_t avail = u->len - c->uscan;
-    switch (c->sf.body) {
+    switch (c->x->sf.body) {
     case SY_H1_BODY_NONE:
-        c->resp_remaining = 0;
+        c->x->resp_remaining = 0;
         return 0;
     case SY_H1_BODY_LENGTH: {
-        size_t n = avail < c->resp_remaining ? avail : (size_t)c->resp_remaining;
+        size_t n = avail < c->x->resp_remaining ? avail : (size_t)c->x->resp_remaining;
         c->uscan += n;
-        c->resp_remaining -= n;
+        c->x->resp_remaining -= n;
         return 0;
     }
     case SY_H1_BODY_CHUNKED: {
         if (!avail)
             return 0;
         int done = 0;
-        ssize_t n = sy_h1_chunked_scan(&c->resp_chunked, u->buf + c->uscan, avail, &done);
+        ssize_t n = sy_h1_chunked_scan(&c->x->resp_chunked, u->buf + c->uscan, avail, &done);
         if (n < 0)
             return -1;
         c->uscan += (size_t)n;
         if (done)
-            c->resp_remaining = 0;
+            c->x->resp_remaining = 0;
         return 0;
     }
     case SY_H1_BODY_EOF:
         c->uscan = u->len;
         if (u->eof)
-            c->resp_remaining = 0;
+            c->x->resp_remaining = 0;
         return 0;
     }
     return 0;
@@ -850,20 +881,20 @@ static int parse_response_head(struct sy_conn *c)
         }
         if (resp.status == 101 && !c->upgrade)
             return upstream_failed(c, SY_UPERR_BAD_RESPONSE, 0);
-        if (sy_h1_response_framing(&resp, c->req.method, &c->sf) < 0)
+        if (sy_h1_response_framing(&resp, c->x->req.method, &c->x->sf) < 0)
             return upstream_failed(c, SY_UPERR_BAD_RESPONSE, 0);
-        if (resp.status != 101 && c->sf.body == SY_H1_BODY_CHUNKED && c->req.minor_version == 0)
+        if (resp.status != 101 && c->x->sf.body == SY_H1_BODY_CHUNKED && c->x->req.minor_version == 0)
             return upstream_failed(c, SY_UPERR_BAD_RESPONSE, 0);
-        c->status = resp.status;
-        c->resp_close = c->close_after || !c->sf.keepalive || c->sf.body == SY_H1_BODY_EOF ||
+        c->x->status = resp.status;
+        c->resp_close = c->close_after || !c->x->sf.keepalive || c->x->sf.body == SY_H1_BODY_EOF ||
                         !c->req_done || sy_atomic_draining();
-        if (c->sf.body == SY_H1_BODY_EOF)
-            c->sf.keepalive = 0;
-        c->resp_chunked_out = c->sf.body == SY_H1_BODY_CHUNKED;
-        c->resp_remaining = c->sf.body == SY_H1_BODY_LENGTH ? c->sf.length : 1;
-        if (c->sf.body == SY_H1_BODY_NONE)
-            c->resp_remaining = 0;
-        sy_h1_chunked_init(&c->resp_chunked);
+        if (c->x->sf.body == SY_H1_BODY_EOF)
+            c->x->sf.keepalive = 0;
+        c->resp_chunked_out = c->x->sf.body == SY_H1_BODY_CHUNKED;
+        c->x->resp_remaining = c->x->sf.body == SY_H1_BODY_LENGTH ? c->x->sf.length : 1;
+        if (c->x->sf.body == SY_H1_BODY_NONE)
+            c->x->resp_remaining = 0;
+        sy_h1_chunked_init(&c->x->resp_chunked);
         free_hbuf(c); /* a 100 Continue, already written */
         size_t cap = (size_t)r + 2048;
         if (cap < SY_BUF_SIZE)
@@ -926,7 +957,7 @@ static int forward_response(struct sy_conn *c)
                 return P_CLOSED;
             }
             c->t_client = now_ms(c);
-            c->bytes_out += (uint64_t)w;
+            c->x->bytes_out += (uint64_t)w;
             progress = 1;
             size_t left = (size_t)w;
             if (c->hoff < c->hlen) {
@@ -939,7 +970,7 @@ static int forward_response(struct sy_conn *c)
                 u->off = u->len = c->uscan = 0;
             continue;
         }
-        if (c->resp_head_done && c->resp_remaining == 0) {
+        if (c->resp_head_done && c->x->resp_remaining == 0) {
             c->resp_done = 1;
             return P_PROGRESS;
         }
@@ -954,15 +985,15 @@ static int forward_response(struct sy_conn *c)
                 return head_eof(c);
             if (scan_response_body(c) < 0)
                 goto bad;
-            if (c->resp_remaining && u->off == c->uscan) {
+            if (c->x->resp_remaining && u->off == c->uscan) {
                 /* The upstream closed in the middle of the body: cut the client off. */
                 upstream_error(c, SY_UPERR_RESET);
                 sy_log_warn("proxy", "upstream %s closed mid-response (request %s)", u->addr,
-                            c->reqid);
+                            c->x->reqid);
                 conn_close(c);
                 return P_CLOSED;
             }
-            if (c->resp_remaining == 0)
+            if (c->x->resp_remaining == 0)
                 continue;
             return progress;
         }
@@ -995,7 +1026,7 @@ static int forward_response(struct sy_conn *c)
     }
 bad:
     upstream_error(c, SY_UPERR_BAD_RESPONSE);
-    sy_log_warn("proxy", "upstream %s sent an invalid body (request %s)", u->addr, c->reqid);
+    sy_log_warn("proxy", "upstream %s sent an invalid body (request %s)", u->addr, c->x->reqid);
     conn_close(c);
     return P_CLOSED;
 }
@@ -1021,7 +1052,7 @@ static int do_proxy(struct sy_conn *c)
         socklen_t len = sizeof(err);
         getsockopt(u->io.fd, SOL_SOCKET, SO_ERROR, &err, &len);
         if (err) {
-            sy_upstream_mark_down(u->srv, c->wup->rt->conf, now_ms(c));
+            sy_upstream_mark_down(u->srv, c->x->wup->rt->conf, now_ms(c));
             return upstream_failed(c, err == ECONNREFUSED ? SY_UPERR_CONNECT_REFUSED
                                                            : SY_UPERR_RESET,
                                    RETRY_OTHER);
@@ -1038,7 +1069,7 @@ static int do_proxy(struct sy_conn *c)
     if (p2 == P_CLOSED || c->state != SY_ST_PROXY || c->up != u)
         return p2 == P_CLOSED ? P_CLOSED : P_PROGRESS;
     if (c->resp_done && c->hoff == c->hlen) {
-        if (c->status == 101)
+        if (c->x->status == 101)
             return start_tunnel(c);
         if (!c->req_done)
             c->resp_close = 1;
@@ -1163,7 +1194,7 @@ static int do_respond(struct sy_conn *c)
             return P_CLOSED;
         }
         c->hoff += (size_t)n;
-        c->bytes_out += (uint64_t)n;
+        c->x->bytes_out += (uint64_t)n;
         c->t_client = now_ms(c);
     }
     if (c->close_after) {
@@ -1177,7 +1208,7 @@ static int do_respond(struct sy_conn *c)
         return P_PROGRESS;
     }
     c->resp_close = 0;
-    c->sf.keepalive = 1;
+    c->x->sf.keepalive = 1;
     return finish_request(c);
 }
 
@@ -1223,11 +1254,12 @@ static int finish_request(struct sy_conn *c)
     if (c->up) {
         struct sy_upconn *u = c->up;
         u->srv->outstanding--;
-        int reusable = c->sf.keepalive && c->req_done && c->resp_done && !u->eof &&
+        int reusable = c->x->sf.keepalive && c->req_done && c->resp_done && !u->eof &&
                        c->ws == sy_wsnap_get(c->w) && !sy_atomic_draining();
-        sy_upconn_release(u, reusable, c->wup->rt->conf->keepalive);
+        sy_upconn_release(u, reusable, c->x->wup->rt->conf->keepalive);
         c->up = NULL;
     }
+    x_put(c);
     free_out_buffers(c);
     int close = c->resp_close || c->close_after || sy_atomic_draining();
     if (close) {
@@ -1260,7 +1292,7 @@ static uint64_t deadline(struct sy_conn *c)
         return c->t_head_start + cfg->timeouts.client_header_ms;
     case SY_ST_PROXY: {
         if (c->connecting)
-            return c->t_connect + cfg->timeouts.upstream_connect_ms;
+            return c->x->t_connect + cfg->timeouts.upstream_connect_ms;
         uint64_t d = UINT64_MAX;
         if (!c->req_done && c->bpos == c->bscan)
             d = c->t_client + cfg->timeouts.client_body_ms;
@@ -1301,17 +1333,18 @@ static void on_timeout(struct sy_conn *c)
             conn_close(c);
             return;
         }
-        c->t_req_start_us = now_us();
-        c->route = (struct sy_route_result){0};
-        c->log_method[0] = '\0';
-        sy_request_id(c->w, c->reqid);
+        x_get(c);
+        c->x->t_req_start_us = now_us();
+        c->x->route = (struct sy_route_result){0};
+        c->x->req.method = SY_STR_NULL;
+        sy_request_id(c->w, c->x->reqid);
         c->req_done = 0;
         respond_error(c, 408);
         pump(c);
         return;
     case SY_ST_PROXY:
         if (c->connecting) {
-            sy_upstream_mark_down(c->up->srv, c->wup->rt->conf, now_ms(c));
+            sy_upstream_mark_down(c->up->srv, c->x->wup->rt->conf, now_ms(c));
             if (upstream_failed(c, SY_UPERR_CONNECT_TIMEOUT, RETRY_OTHER) != P_CLOSED)
                 pump(c);
             return;
@@ -1489,12 +1522,13 @@ static void conn_close(struct sy_conn *c)
         return;
     if (c->state == SY_ST_TUNNEL)
         sy_counter_add(&c->w->metrics.tunnels_active, (uint64_t)-1);
-    if (c->t_req_start_us) {
+    if (c->x && c->x->t_req_start_us) {
         /* A request ends with the connection: 499 when the client left first (nginx's code). */
-        if (!c->status || !c->resp_head_done)
-            c->status = c->resp_started ? (c->status ? c->status : 502) : 499;
+        if (!c->x->status || !c->resp_head_done)
+            c->x->status = c->resp_started ? (c->x->status ? c->x->status : 502) : 499;
         log_request(c);
     }
+    x_put(c);
     c->state = SY_ST_CLOSED;
     if (c->up) {
         c->up->srv->outstanding--;
@@ -1567,14 +1601,15 @@ int sy_admin_pump(struct sy_conn *c)
         }
         rbuf_ensure(c);
         if (c->rlen > 0) {
+            x_get(c);
             struct sy_h1_limits lim = {.max_head = 8192, .max_headers = 64, .max_uri = 2048};
             int status = 400;
-            c->req.headers = c->w->hdrs;
-            c->req.num_headers = 0;
-            int r = sy_h1_parse_request(c->rbuf, c->rlen, &c->req, &lim, &status);
+            c->x->req.headers = c->w->hdrs;
+            c->x->req.num_headers = 0;
+            int r = sy_h1_parse_request(c->rbuf, c->rlen, &c->x->req, &lim, &status);
             if (r != SY_H1_PARTIAL) {
                 size_t len = 0;
-                c->hbuf = sy_admin_respond(r > 0 ? &c->req : NULL, r > 0 ? 200 : status,
+                c->hbuf = sy_admin_respond(r > 0 ? &c->x->req : NULL, r > 0 ? 200 : status,
                                           c->ws->snap, &len);
                 c->hlen = len;
                 c->hoff = 0;

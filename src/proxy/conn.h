@@ -40,64 +40,67 @@ struct sy_upconn {
 };
 
 
+/*
+ * What one request needs while it lives: allocated from a per-worker free
+ * list when a request head starts arriving and returned when the exchange
+ * ends, so an idle keep-alive connection holds only struct sy_conn.
+ */
+struct sy_exchange {
+    struct sy_exchange *next_free;
+    struct sy_h1_request req;
+    struct sy_h1_framing rf;
+    struct sy_route_result route;
+    uint64_t req_remaining;    /* CL body bytes still to forward */
+    struct sy_h1_chunked req_chunked;
+    uint64_t tried;            /* bitmask of servers tried (first 64) */
+    struct sy_wupstream *wup;
+    uint64_t t_connect;
+    struct sy_h1_framing sf;
+    uint64_t resp_remaining;
+    struct sy_h1_chunked resp_chunked;
+    uint64_t bytes_in, bytes_out;
+    uint64_t t_req_start_us;   /* 0: nothing to log */
+    struct sy_str reqid_in;    /* X-Request-Id as received (points into rbuf) */
+    struct sy_str log_path;    /* the request-target as sent (a slice of the head) */
+    const char *log_upstream;  /* server name from the snapshot, or NULL */
+    int status;
+    char reqid[33];
+};
+
 struct sy_conn {
     struct sy_io io;
     struct sy_list link;
     struct sy_worker *w;
     struct sy_wsnap *ws;
     struct sy_tls_conn *tls;
+    struct sy_exchange *x;     /* the request in flight, or NULL */
     enum sy_conn_state state;
     unsigned readable : 1, writable : 1, rd_eof : 1, rd_hup : 1, https : 1, close_after : 1;
-    unsigned tls_want_write : 1, tls_want_read : 1;
-    struct sy_timer timer;
-    uint64_t t_accept, t_client, t_up, t_head_start, t_req_start_us;
-    char peer_ip[INET6_ADDRSTRLEN];
-    uint16_t peer_port;
-
-    /* Client input: [roff, rlen) valid. rbuf is a pooled buffer or a private larger one. */
-    char *rbuf;
-    size_t rcap, roff, rlen;
-    int rbuf_private;
-
-    /* The request in flight. */
-    struct sy_h1_request req;
-    struct sy_h1_framing rf;
-    struct sy_route_result route;
-    size_t head_len;           /* bytes of the request head at rbuf+roff (kept until the end) */
-    size_t bpos;               /* next body byte not yet written upstream */
-    size_t bscan;              /* body bytes up to here are validated and ready to write */
-    size_t uscan;              /* response bytes in up->buf up to here are validated */
-    uint64_t req_remaining;    /* CL body bytes still to forward */
-    struct sy_h1_chunked req_chunked;
     unsigned req_done : 1, head_sent : 1, expect_sent : 1, upgrade : 1, retried_reuse : 1;
     unsigned resp_started : 1, resp_head_done : 1, resp_done : 1, resp_close : 1;
     unsigned resp_chunked_out : 1, connecting : 1, lingering : 1, is_admin : 1;
-    uint64_t tried;            /* bitmask of servers tried (first 64) */
-    struct sy_wupstream *wup;
+    unsigned rbuf_private : 1;
+    int obuf_pooled, hbuf_pooled;
+    uint16_t peer_port;
+    struct sy_timer timer;
+    uint64_t t_accept, t_client, t_up, t_head_start;
+    char peer_ip[INET6_ADDRSTRLEN];
+
+    /* Client input: [roff, rlen) valid. rbuf is a pooled buffer or a private larger one. */
+    char *rbuf;
+    uint32_t rcap, roff, rlen;
+    uint32_t head_len;         /* bytes of the request head at rbuf+roff (kept until the end) */
+    uint32_t bpos;             /* next body byte not yet written upstream */
+    uint32_t bscan;            /* body bytes up to here are validated and ready to write */
+    uint32_t uscan;            /* response bytes in up->buf up to here are validated */
+
     struct sy_upconn *up;
-    uint64_t t_connect;
 
     /* Bytes to the upstream (request head) and to the client (response head). */
     char *obuf;
-    size_t ooff, olen;
+    uint32_t ooff, olen;
     char *hbuf;
-    size_t hoff, hlen;
-    int obuf_pooled, hbuf_pooled;
-
-    /* Response. */
-    struct sy_h1_framing sf;
-    int status;
-    uint64_t resp_remaining;
-    struct sy_h1_chunked resp_chunked;
-    uint64_t bytes_in, bytes_out;
-    char reqid[40];
-    struct sy_str reqid_in;    /* X-Request-Id as received (points into rbuf) */
-
-    /* Copies for the access log (the head may be consumed before the end). */
-    char log_method[16];
-    struct sy_str log_path;    /* the request-target (a slice of the head, kept until logged) */
-    const char *log_upstream;
-    char log_upstream_buf[64];
+    uint32_t hoff, hlen;
 };
 
 /* headers.c */

@@ -109,7 +109,7 @@ static int is_hop_by_hop(struct sy_str name)
 size_t sy_build_upstream_head(struct sy_conn *c, char *out, size_t cap)
 {
     struct wbuf b = {out, 0, cap, 0};
-    const struct sy_h1_request *r = &c->req;
+    const struct sy_h1_request *r = &c->x->req;
     struct hop hop;
     collect_connection(r->headers, r->num_headers, &hop);
 
@@ -150,14 +150,14 @@ size_t sy_build_upstream_head(struct sy_conn *c, char *out, size_t cap)
     puts_(&b, c->peer_ip);
     put(&b, "\r\n", 2);
     puts_(&b, c->https ? "X-Forwarded-Proto: https\r\n" : "X-Forwarded-Proto: http\r\n");
-    if (c->rf.host)
-        put_header(&b, SY_STR_LIT("X-Forwarded-Host"), c->rf.host->value);
-    if (!c->reqid_in.p) {
+    if (c->x->rf.host)
+        put_header(&b, SY_STR_LIT("X-Forwarded-Host"), c->x->rf.host->value);
+    if (!c->x->reqid_in.p) {
         put(&b, "X-Request-Id: ", 14);
-        puts_(&b, c->reqid);
+        puts_(&b, c->x->reqid);
         put(&b, "\r\n", 2);
     }
-    if (c->rf.body == SY_H1_BODY_CHUNKED)
+    if (c->x->rf.body == SY_H1_BODY_CHUNKED)
         puts_(&b, "Transfer-Encoding: chunked\r\n");
     if (r->minor_version == 0 && !c->upgrade)
         puts_(&b, "Connection: keep-alive\r\n");
@@ -201,7 +201,7 @@ size_t sy_build_response_head(struct sy_conn *c, const struct sy_h1_response *re
 {
     struct wbuf b = {out, 0, cap, 0};
     const struct sy_config *cfg = c->ws->snap->cfg;
-    const struct sy_site_conf *site = c->route.site;
+    const struct sy_site_conf *site = c->x->route.site;
     const char *vheader = site && site->has_version ? site->version.header : NULL;
     struct hop hop;
     collect_connection(resp->headers, resp->num_headers, &hop);
@@ -231,17 +231,17 @@ size_t sy_build_response_head(struct sy_conn *c, const struct sy_h1_response *re
         put_header(&b, h->name, h->value);
     }
     if (resp->status >= 200 || upgrade) {
-        if (vheader && c->route.route) {
+        if (vheader && c->x->route.route) {
             puts_(&b, vheader);
             put(&b, ": ", 2);
-            puts_(&b, c->route.route->version);
+            puts_(&b, c->x->route.route->version);
             put(&b, "\r\n", 2);
         }
-        if (site && site->has_version && site->version.cookie && c->route.pin != SY_PIN_KEEP) {
+        if (site && site->has_version && site->version.cookie && c->x->route.pin != SY_PIN_KEEP) {
             char ck[512];
             size_t m = sy_route_pin_cookie(ck, sizeof(ck), site->version.cookie,
-                                           c->route.route ? c->route.route->version : "",
-                                           c->https, c->route.pin == SY_PIN_CLEAR);
+                                           c->x->route.route ? c->x->route.route->version : "",
+                                           c->https, c->x->route.pin == SY_PIN_CLEAR);
             put(&b, ck, m);
         }
         if (c->https && cfg->tls.hsts && !has_sts) {
@@ -255,7 +255,7 @@ size_t sy_build_response_head(struct sy_conn *c, const struct sy_h1_response *re
             puts_(&b, "Transfer-Encoding: chunked\r\n");
         if (c->resp_close)
             puts_(&b, "Connection: close\r\n");
-        else if (c->req.minor_version == 0)
+        else if (c->x->req.minor_version == 0)
             puts_(&b, "Connection: keep-alive\r\n");
     }
     put(&b, "\r\n", 2);

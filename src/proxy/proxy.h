@@ -24,6 +24,7 @@
 
 struct sy_tls;
 struct sy_acme;
+struct sy_exchange;
 
 #define SY_MAX_ADDRS 16
 #define SY_BUF_SIZE 16384
@@ -120,6 +121,8 @@ struct sy_worker {
     uint64_t log_flushed_at;
     uint64_t rng[2];
     uint64_t reqseq;
+    struct sy_exchange *x_free;                /* free list of per-request states */
+    uint32_t nx_free;
     struct sy_h1_header hdrs[SY_MAX_HEADERS_CAP]; /* scratch: the request head being started */
     char tls_scratch[SY_BUF_SIZE];               /* scratch: pieces joined into one TLS record */
 };

@@ -48,7 +48,7 @@ struct sy_wserver *sy_upstream_pick(struct sy_conn *c, struct sy_wupstream *wup,
     for (size_t k = 0; k < n; k++) {
         size_t i = (start + k) % n;
         struct sy_wserver *s = &wup->servers[i];
-        if (i < 64 && (c->tried & (1ULL << i)))
+        if (i < 64 && (c->x->tried & (1ULL << i)))
             continue;
         if (!server_usable(s, now))
             continue;

@@ -15,7 +15,8 @@
 #include "proxy/conn.h"
 #include "tls/tls.h"
 
-#define BUF_POOL_MAX 256
+/* Buffers kept for reuse per worker (16 KiB each); beyond that they go back to malloc. */
+#define BUF_POOL_MAX 32
 #define ACCEPT_BACKOFF_MS 100
 
 struct sy_process sy_proc;
