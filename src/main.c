@@ -4,6 +4,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <malloc.h>
 #include <getopt.h>
 #include <netdb.h>
 #include <poll.h>
@@ -432,6 +433,7 @@ int main(int argc, char **argv)
                 cfg->listen_https.set ? cfg->listen_https.text : "",
                 cfg->listen_admin.set ? " (admin on the admin listener)" : "", sy_proc.nworkers);
 
+    uint64_t last_trim = mono_ms();
     for (;;) {
         struct pollfd pfd[2] = {{sfd, POLLIN, 0}, {watch_efd, POLLIN, 0}};
         int n = poll(pfd, 2, 1000);
@@ -452,6 +454,12 @@ int main(int argc, char **argv)
                 reload(path, "certificate files changed");
         }
         resolve_due(atomic_load(&sy_proc.current));
+        /* Give memory freed after a burst back to the system (off the request path). */
+        uint64_t now = mono_ms();
+        if (now - last_trim >= 5000) {
+            malloc_trim(256 * 1024);
+            last_trim = now;
+        }
     }
     return 1;
 }

@@ -116,6 +116,8 @@ struct sy_worker {
     struct sy_metrics metrics;
     char *buf_free;                            /* free list of SY_BUF_SIZE buffers */
     uint32_t nbuf_free;
+    uint32_t buf_low;                          /* fewest free buffers during the last second */
+    uint32_t ticks;
     char *log;                                 /* access log buffer */
     size_t loglen;
     uint64_t log_flushed_at;

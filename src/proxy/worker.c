@@ -7,6 +7,8 @@
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
+#include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -15,8 +17,13 @@
 #include "proxy/conn.h"
 #include "tls/tls.h"
 
-/* Buffers kept for reuse per worker (16 KiB each); beyond that they go back to malloc. */
-#define BUF_POOL_MAX 32
+/*
+ * Buffers kept for reuse per worker (16 KiB each). The pool grows to what the
+ * load needs, up to BUF_POOL_MAX, and once a second gives back what stayed
+ * unused for that whole second, down to BUF_POOL_KEEP.
+ */
+#define BUF_POOL_MAX 512
+#define BUF_POOL_KEEP 8
 #define ACCEPT_BACKOFF_MS 100
 
 struct sy_process sy_proc;
@@ -132,20 +139,42 @@ char *sy_worker_buf_get(struct sy_worker *w)
         char *b = w->buf_free;
         memcpy(&w->buf_free, b, sizeof(char *));
         w->nbuf_free--;
+        if (w->nbuf_free < w->buf_low)
+            w->buf_low = w->nbuf_free;
         return b;
     }
-    return sy_malloc(SY_BUF_SIZE);
+    /* Straight from the kernel, not the heap: 16 KiB blocks freed between small live objects
+     * would pin heap pages; mapped blocks go back whole when the pool shrinks. */
+    void *p = mmap(NULL, SY_BUF_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+        sy_log_error("worker", "out of memory for a %d-byte buffer", SY_BUF_SIZE);
+        abort();
+    }
+    return p;
 }
 
 void sy_worker_buf_put(struct sy_worker *w, char *b)
 {
     if (w->nbuf_free >= BUF_POOL_MAX) {
-        sy_free(b);
+        munmap(b, SY_BUF_SIZE);
         return;
     }
     memcpy(b, &w->buf_free, sizeof(char *));
     w->buf_free = b;
     w->nbuf_free++;
+}
+
+/* Called once a second: frees the buffers that nobody needed during the last second. */
+static void buf_shrink(struct sy_worker *w)
+{
+    uint32_t spare = w->buf_low > BUF_POOL_KEEP ? w->buf_low - BUF_POOL_KEEP : 0;
+    while (spare-- && w->buf_free) {
+        char *b = w->buf_free;
+        memcpy(&w->buf_free, b, sizeof(char *));
+        w->nbuf_free--;
+        munmap(b, SY_BUF_SIZE);
+    }
+    w->buf_low = w->nbuf_free;
 }
 
 /* ---- listeners ---- */
@@ -337,6 +366,8 @@ static void tick(struct sy_timer *t)
     struct sy_worker *w = SY_CONTAINER_OF(t, struct sy_worker, tick);
     if (w->loglen)
         sy_accesslog_flush(w);
+    if (++w->ticks % 10 == 0)
+        buf_shrink(w);
     sy_timer_set(w->loop, t, sy_loop_now(w->loop) + 100);
 }
 
