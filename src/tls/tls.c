@@ -82,7 +82,7 @@ static int alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
     return SSL_TLSEXT_ERR_OK;
 }
 
-static SSL_CTX *make_ctx(struct sy_tls *t)
+static SSL_CTX *make_ctx(struct sy_tls *t, const long pair[2], int main_ctx)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     if (!ctx)
@@ -110,9 +110,78 @@ static SSL_CTX *make_ctx(struct sy_tls *t)
     /* Stateless tickets only: nothing to share between threads or replicas. */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_timeout(ctx, SESSION_TIMEOUT_S);
-    SSL_CTX_set_cert_cb(ctx, sy__tls_cert_cb, t);
     SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
+    if (main_ctx)
+        SSL_CTX_set_tlsext_servername_callback(ctx, sy__tls_sni_cb);
+    if (main_ctx)
+        SSL_CTX_set_tlsext_servername_arg(ctx, t);
+    for (int i = 0; i < 2; i++) {
+        if (pair[i] < 0)
+            continue;
+        const struct sy__tls_cert *c = &t->certs[pair[i]];
+        if (SSL_CTX_use_cert_and_key(ctx, c->x509, c->key, c->chain, 1) != 1) {
+            SSL_CTX_free(ctx);
+            return NULL;
+        }
+    }
     return ctx;
+}
+
+static void add_pair(struct sy_tls *t, const char *host)
+{
+    long e, o;
+    sy__tls_select(t, host, &e, &o);
+    for (size_t i = 0; i < t->npairs; i++)
+        if (t->pairs[i][0] == e && t->pairs[i][1] == o)
+            return;
+    t->pairs = sy_realloc(t->pairs, (t->npairs + 1) * sizeof(*t->pairs));
+    t->pairs[t->npairs][0] = e;
+    t->pairs[t->npairs][1] = o;
+    t->npairs++;
+}
+
+/*
+ * The selections worth a context of their own: the default one, then the one
+ * of every name the certificates carry (a wildcard stands for a host that
+ * only it matches). Others are served by installing certificates per
+ * connection (sy__tls_sni_cb).
+ */
+static int make_ctxs(struct sy_tls *t)
+{
+    add_pair(t, NULL);
+    for (size_t i = 0; i < t->ncerts; i++) {
+        for (size_t k = 0; k < t->certs[i].nnames; k++) {
+            const char *n = t->certs[i].names[k];
+            if (n[0] == '*' && n[1] == '.') {
+                char *h = sy_asprintf("sy-wildcard%s", n + 1);
+                add_pair(t, h);
+                sy_free(h);
+            } else {
+                add_pair(t, n);
+            }
+        }
+    }
+    t->ctxs = sy_calloc(t->npairs, sizeof(*t->ctxs));
+    for (size_t i = 0; i < t->npairs; i++) {
+        t->ctxs[i] = make_ctx(t, t->pairs[i], i == 0);
+        if (!t->ctxs[i])
+            return -1;
+    }
+    t->ctx = t->ctxs[0];
+    return 0;
+}
+
+static void free_ctxs(struct sy_tls *t)
+{
+    for (size_t i = 0; i < t->npairs; i++)
+        if (t->ctxs && t->ctxs[i])
+            SSL_CTX_free(t->ctxs[i]);
+    sy_free(t->ctxs);
+    sy_free(t->pairs);
+    t->ctxs = NULL;
+    t->pairs = NULL;
+    t->npairs = 0;
+    t->ctx = NULL;
 }
 
 static struct sy_tls *tls_new(const struct sy_config *cfg, int initial, char **err)
@@ -128,8 +197,7 @@ static struct sy_tls *tls_new(const struct sy_config *cfg, int initial, char **e
     atomic_init(&t->refs, 1);
     if (sy__tls_certs_load(t, cfg, initial, err) < 0)
         goto fail;
-    t->ctx = make_ctx(t);
-    if (!t->ctx) {
+    if (make_ctxs(t) < 0) {
         char why[256];
         ERR_error_string_n(ERR_peek_last_error(), why, sizeof(why));
         ERR_clear_error();
@@ -139,6 +207,7 @@ static struct sy_tls *tls_new(const struct sy_config *cfg, int initial, char **e
     }
     return t;
 fail:
+    free_ctxs(t);
     sy__tls_certs_free(t);
     sy_free(t);
     return NULL;
@@ -163,7 +232,7 @@ void sy_tls_unref(struct sy_tls *t)
 {
     if (!t || atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1)
         return;
-    SSL_CTX_free(t->ctx);
+    free_ctxs(t);
     sy__tls_certs_free(t);
     sy_free(t);
 }

@@ -454,6 +454,23 @@ void sy__tls_select(const struct sy_tls *t, const char *host, long *ecdsa, long 
         *other = 0;
 }
 
+int sy__tls_sni_cb(SSL *ssl, int *al, void *arg)
+{
+    (void)al;
+    const struct sy_tls *t = arg;
+    long e, o;
+    sy__tls_select(t, SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name), &e, &o);
+    for (size_t i = 0; i < t->npairs; i++) {
+        if (t->pairs[i][0] == e && t->pairs[i][1] == o) {
+            if (i > 0)
+                SSL_set_SSL_CTX(ssl, t->ctxs[i]);
+            return SSL_TLSEXT_ERR_OK;
+        }
+    }
+    /* A selection not prepared in advance: install its certificates on this connection. */
+    return sy__tls_cert_cb(ssl, arg) == 1 ? SSL_TLSEXT_ERR_OK : SSL_TLSEXT_ERR_ALERT_FATAL;
+}
+
 /*
  * Certificate callback: runs during the handshake, after the ClientHello is
  * parsed and before OpenSSL picks a certificate type. Installs the matching

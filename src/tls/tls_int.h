@@ -28,11 +28,21 @@ struct sy__tls_cert {
     time_t not_after;
 };
 
+/*
+ * One SSL_CTX per certificate selection (an ECDSA index and an other-type
+ * index, either -1), with its certificates loaded once: the servername
+ * callback switches a connection to the context of its selection, so no
+ * handshake loads or checks a key. pairs[0]/ctxs[0] is the default selection
+ * (no or unknown SNI) and t->ctx == ctxs[0].
+ */
 struct sy_tls {
     atomic_long refs;
     SSL_CTX *ctx;
     struct sy__tls_cert *certs; /* tls.certificates in order, then the ACME one */
     size_t ncerts;
+    SSL_CTX **ctxs;
+    long (*pairs)[2];
+    size_t npairs;
 };
 
 /* tls_cert.c */
@@ -40,6 +50,8 @@ struct sy_tls {
 int sy__tls_certs_load(struct sy_tls *t, const struct sy_config *cfg, int initial, char **err);
 void sy__tls_certs_free(struct sy_tls *t);
 int sy__tls_cert_cb(SSL *ssl, void *arg);
+/* Servername callback: moves the connection to the context of its certificate selection. */
+int sy__tls_sni_cb(SSL *ssl, int *al, void *arg);
 
 /*
  * Picks the certificates for a host name (NULL: no SNI): the best ECDSA and

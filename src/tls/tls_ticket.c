@@ -90,6 +90,24 @@ static int find_key(const unsigned char *name, struct ticket_key *out)
     return rc;
 }
 
+/*
+ * The ticket cipher, fetched once: EVP_aes_256_cbc() would make OpenSSL 3 look
+ * the implementation up by name in every handshake.
+ */
+static pthread_once_t cipher_once = PTHREAD_ONCE_INIT;
+static EVP_CIPHER *ticket_cipher;
+
+static void fetch_cipher(void)
+{
+    ticket_cipher = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL);
+}
+
+static const EVP_CIPHER *cipher(void)
+{
+    pthread_once(&cipher_once, fetch_cipher);
+    return ticket_cipher ? ticket_cipher : EVP_aes_256_cbc();
+}
+
 static int set_hmac(EVP_MAC_CTX *hctx, unsigned char *key, size_t len)
 {
     char digest[] = "SHA256";
@@ -102,8 +120,10 @@ static int set_hmac(EVP_MAC_CTX *hctx, unsigned char *key, size_t len)
 
 /*
  * SSL_CTX_set_tlsext_ticket_key_evp_cb callback. Encrypt: 1 done, -1 error
- * (no ticket is sent). Decrypt: 0 unknown key (full handshake), 1 done, 2 done
- * and the client gets a ticket under the current key.
+ * (no ticket is sent). Decrypt: 0 unknown key (full handshake), 2 done and the
+ * client gets a fresh ticket under the current key: TLS 1.3 tickets are meant
+ * to be used once (RFC 8446 §C.4), and a client that got none after resuming
+ * falls back to a full handshake next time.
  */
 int sy__tls_ticket_cb(SSL *ssl, unsigned char key_name[16], unsigned char *iv,
                       EVP_CIPHER_CTX *ectx, EVP_MAC_CTX *hctx, int enc)
@@ -114,10 +134,10 @@ int sy__tls_ticket_cb(SSL *ssl, unsigned char key_name[16], unsigned char *iv,
     if (enc) {
         if (current_key(&k) < 0)
             return -1;
-        int ivlen = EVP_CIPHER_get_iv_length(EVP_aes_256_cbc());
+        const EVP_CIPHER *ciph = cipher();
+        int ivlen = EVP_CIPHER_get_iv_length(ciph);
         memcpy(key_name, k.name, sizeof(k.name));
-        rc = RAND_bytes(iv, ivlen) == 1 &&
-                     EVP_EncryptInit_ex(ectx, EVP_aes_256_cbc(), NULL, k.aes, iv) == 1 &&
+        rc = RAND_bytes(iv, ivlen) == 1 && EVP_EncryptInit_ex(ectx, ciph, NULL, k.aes, iv) == 1 &&
                      set_hmac(hctx, k.hmac, sizeof(k.hmac)) == 1
                  ? 1
                  : -1;
@@ -126,8 +146,8 @@ int sy__tls_ticket_cb(SSL *ssl, unsigned char key_name[16], unsigned char *iv,
         if (age < 0)
             return 0;
         rc = set_hmac(hctx, k.hmac, sizeof(k.hmac)) == 1 &&
-                     EVP_DecryptInit_ex(ectx, EVP_aes_256_cbc(), NULL, k.aes, iv) == 1
-                 ? (age == 0 ? 1 : 2)
+                     EVP_DecryptInit_ex(ectx, cipher(), NULL, k.aes, iv) == 1
+                 ? 2
                  : -1;
     }
     OPENSSL_cleanse(&k, sizeof(k));
