@@ -167,7 +167,8 @@ void sy_worker_buf_put(struct sy_worker *w, char *b)
 /* Called once a second: frees the buffers that nobody needed during the last second. */
 static void buf_shrink(struct sy_worker *w)
 {
-    uint32_t spare = w->buf_low > BUF_POOL_KEEP ? w->buf_low - BUF_POOL_KEEP : 0;
+    /* Half of what stayed unused: a steady load does not map and unmap in turns. */
+    uint32_t spare = w->buf_low > BUF_POOL_KEEP ? (w->buf_low - BUF_POOL_KEEP + 1) / 2 : 0;
     while (spare-- && w->buf_free) {
         char *b = w->buf_free;
         memcpy(&w->buf_free, b, sizeof(char *));
