@@ -22,7 +22,7 @@ PYTEST   ?= /usr/bin/python3 -m pytest
 E2E_ARGS ?=
 
 .PHONY: all clean check check-build unit unit-bins e2e asan check-asan fuzz fuzz-replay deps demo checksrc \
-        bench bench-quick deploy-check acme-test
+        bench bench-quick deploy-check acme-test asan-bin
 
 all: $(BUILD)/switchyard
 
@@ -46,8 +46,14 @@ unit-bins: $(UNIT_BINS)
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t --jobs 1; done
 
+# The black-box suite also runs the sanitizer build once under load (test_83_soak.py).
 e2e: $(BUILD)/switchyard
+	@$(MAKE) --no-print-directory asan-bin
 	SWITCHYARD_BIN=$(abspath $(BUILD)/switchyard) $(PYTEST) -q tests/e2e $(E2E_ARGS)
+
+asan-bin:
+	$(MAKE) BUILD=build-asan CFLAGS="$(SAN_FLAGS)" LIBS="$(LIBS) -fsanitize=address,undefined" \
+	    build-asan/switchyard
 
 # Everything: `make check` is the project's test command.
 check:
