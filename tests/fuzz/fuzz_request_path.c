@@ -37,6 +37,7 @@ static struct sy_config *cfg;
 static struct sy_snapshot snap;
 static struct sy_wsnap wsnap;
 static struct sy_conn conn;
+static struct sy_exchange exch;
 
 static const char yaml[] =
     "listen: {http: \":80\"}\n"
@@ -87,14 +88,14 @@ static void check_upstream_head(struct sy_conn *c, const char *out, size_t len)
 
     if (sy_h1_parse_request(out, len, &r, &lim, &status) != (int)len)
         abort(); /* the gateway wrote a head it would not accept itself */
-    if (!sy_str_eq(r.method, c->req.method) || !sy_str_eq(r.target, c->req.target))
+    if (!sy_str_eq(r.method, c->x->req.method) || !sy_str_eq(r.target, c->x->req.target))
         abort();
     if (sy_h1_request_framing(&r, &f, &status) != 0)
         abort();
-    if (f.body != c->rf.body || (f.body == SY_H1_BODY_LENGTH && f.length != c->rf.length))
+    if (f.body != c->x->rf.body || (f.body == SY_H1_BODY_LENGTH && f.length != c->x->rf.length))
         abort(); /* body framing changed on the way: smuggling */
-    if ((c->rf.host == NULL) != (f.host == NULL) ||
-        (f.host && !sy_str_eq(f.host->value, c->rf.host->value)))
+    if ((c->x->rf.host == NULL) != (f.host == NULL) ||
+        (f.host && !sy_str_eq(f.host->value, c->x->rf.host->value)))
         abort();
     if (count_headers(h, r.num_headers, "x-forwarded-for") != 1 ||
         count_headers(h, r.num_headers, "x-forwarded-proto") != 1)
@@ -116,13 +117,13 @@ static void response_side(struct sy_conn *c, const char *buf, size_t len, int ht
         return;
     if (resp.status < 200 || resp.status == 101)
         return; /* interim responses are dropped; 101 needs an upgrade request */
-    if (sy_h1_response_framing(&resp, c->req.method, &sf) != 0)
+    if (sy_h1_response_framing(&resp, c->x->req.method, &sf) != 0)
         return;
     if (sf.body == SY_H1_BODY_CHUNKED && http10)
         return; /* the gateway answers 502 */
-    c->req.minor_version = http10 ? 0 : 1;
-    c->sf = sf;
-    c->status = resp.status;
+    c->x->req.minor_version = http10 ? 0 : 1;
+    c->x->sf = sf;
+    c->x->status = resp.status;
     c->resp_chunked_out = sf.body == SY_H1_BODY_CHUNKED;
     c->resp_close = !sf.keepalive || sf.body == SY_H1_BODY_EOF;
     size_t n = sy_build_response_head(c, &resp, out, sizeof(out));
@@ -134,7 +135,7 @@ static void response_side(struct sy_conn *c, const char *buf, size_t len, int ht
         abort();
     if (back.status != resp.status)
         abort();
-    if (sy_h1_response_framing(&back, c->req.method, &bf) != 0)
+    if (sy_h1_response_framing(&back, c->x->req.method, &bf) != 0)
         abort();
     if (bf.body != sf.body || (sf.body == SY_H1_BODY_LENGTH && bf.length != sf.length))
         abort(); /* the client would frame the body differently: desync */
@@ -170,27 +171,29 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 
     memset(c, 0, sizeof(*c));
+    memset(&exch, 0, sizeof(exch));
+    c->x = &exch;
     c->ws = &wsnap;
     c->https = flags & 1;
     memcpy(c->peer_ip, "192.0.2.1", 10);
-    memcpy(c->reqid, "0123456789abcdef", 17);
-    c->req.headers = hdrs;
-    int r = sy_h1_parse_request(buf, reqlen, &c->req, &lim, &status);
-    if (r > 0 && sy_h1_request_framing(&c->req, &c->rf, &status) == 0) {
-        c->req.target = c->rf.target;
-        struct sy_str host = c->rf.host ? c->rf.host->value : SY_STR_LIT("");
+    memcpy(c->x->reqid, "0123456789abcdef", 17);
+    c->x->req.headers = hdrs;
+    int r = sy_h1_parse_request(buf, reqlen, &c->x->req, &lim, &status);
+    if (r > 0 && sy_h1_request_framing(&c->x->req, &c->x->rf, &status) == 0) {
+        c->x->req.target = c->x->rf.target;
+        struct sy_str host = c->x->rf.host ? c->x->rf.host->value : SY_STR_LIT("");
         const struct sy_site_conf *site = sy_route_find_site(cfg, host);
         if (site) {
-            sy_route_select(site, c->req.target, c->req.headers, c->req.num_headers, &c->route);
-            if (c->route.upstream >= cfg->nupstreams)
+            sy_route_select(site, c->x->req.target, c->x->req.headers, c->x->req.num_headers, &c->x->route);
+            if (c->x->route.upstream >= cfg->nupstreams)
                 abort();
         }
-        c->upgrade = c->rf.upgrade && (c->rf.body == SY_H1_BODY_NONE ||
-                                       (c->rf.body == SY_H1_BODY_LENGTH && c->rf.length == 0));
+        c->upgrade = c->x->rf.upgrade && (c->x->rf.body == SY_H1_BODY_NONE ||
+                                       (c->x->rf.body == SY_H1_BODY_LENGTH && c->x->rf.length == 0));
         size_t n = sy_build_upstream_head(c, up, sizeof(up));
         if (n > 0)
             check_upstream_head(c, up, n);
-        if (c->rf.body == SY_H1_BODY_CHUNKED) {
+        if (c->x->rf.body == SY_H1_BODY_CHUNKED) {
             struct sy_h1_chunked ck;
             int done = 0;
             sy_h1_chunked_init(&ck);
