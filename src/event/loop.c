@@ -242,7 +242,17 @@ void sy_loop_run(struct sy_loop *l)
             break;
         }
         sy_loop_update_time(l);
+        /* Two passes: sockets marked `first` (pooled idle upstream connections) are handled
+         * before anything in the same batch can pick them up for a new request. */
+        int later = 0;
         for (int i = 0; i < n; i++) {
+            struct sy_io *io = evs[i].data.ptr;
+            if (io->first)
+                io->cb(io, evs[i].events);
+            else
+                evs[later++] = evs[i];
+        }
+        for (int i = 0; i < later; i++) {
             struct sy_io *io = evs[i].data.ptr;
             io->cb(io, evs[i].events);
         }

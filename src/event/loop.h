@@ -25,6 +25,7 @@ typedef void (*sy_io_cb)(struct sy_io *io, uint32_t events);
 struct sy_io {
     int fd;
     sy_io_cb cb;
+    int first;                 /* handled before the other events of the same batch */
 };
 
 struct sy_timer;

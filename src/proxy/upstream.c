@@ -103,6 +103,7 @@ struct sy_upconn *sy_upconn_take_idle(struct sy_wserver *s)
         sy_list_remove(&u->link);
         s->nidle--;
         u->reused = 1;
+        u->io.first = 0;
         return u;
     }
     return NULL;
@@ -194,6 +195,8 @@ void sy_upconn_release(struct sy_upconn *u, int reusable, uint32_t keep)
         u->buf = NULL;
         u->off = u->len = 0;
     }
+    /* Bytes or a close from the server while pooled must be seen before a request takes it. */
+    u->io.first = 1;
     sy_list_insert_head(&u->srv->idle, &u->link);
     u->srv->nidle++;
     u->idle_since = sy_loop_now(u->w->loop);
