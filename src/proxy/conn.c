@@ -584,7 +584,10 @@ static int start_request(struct sy_conn *c, size_t head_len)
     c->x->req.target = c->x->rf.target; /* origin-form: absolute-form is not forwarded as sent */
     c->req_done = c->x->rf.body == SY_H1_BODY_NONE ||
                   (c->x->rf.body == SY_H1_BODY_LENGTH && c->x->rf.length == 0);
-    c->x->req_remaining = c->x->rf.body == SY_H1_BODY_LENGTH ? c->x->rf.length : 0;
+    /* Chunked: unknown until the scanner sees the last chunk (1 stands for "more to come"). */
+    c->x->req_remaining = c->x->rf.body == SY_H1_BODY_LENGTH    ? c->x->rf.length
+                          : c->x->rf.body == SY_H1_BODY_CHUNKED ? 1
+                                                                : 0;
     sy_h1_chunked_init(&c->x->req_chunked);
     if (!c->x->rf.keepalive || sy_atomic_draining())
         c->close_after = 1;
