@@ -55,6 +55,33 @@ static inline const struct sy_config *cfg_of(struct sy_conn *c)
     return c->ws->snap->cfg;
 }
 
+/*
+ * read(2) on an edge-triggered socket: >0 bytes, 0 EOF, -1 would block, -2 error. Sets *drained
+ * when the owner's readable flag must drop: on EAGAIN, and after a short read, which drained the
+ * socket (the next arrival raises a new edge, so the read that would only say EAGAIN is skipped),
+ * unless a FIN is already queued (hup: RDHUP seen), which only a further read reports.
+ */
+static ssize_t read_edge(int fd, char *buf, size_t len, int hup, int *drained)
+{
+    for (;;) {
+        ssize_t n = read(fd, buf, len);
+        if (n > 0) {
+            if ((size_t)n < len && !hup)
+                *drained = 1;
+            return n;
+        }
+        if (n == 0)
+            return 0;
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            *drained = 1;
+            return -1;
+        }
+        return -2;
+    }
+}
+
 /* ---- client I/O: >0 bytes, 0 EOF, -1 would block, -2 error ---- */
 
 static ssize_t cread(struct sy_conn *c, char *buf, size_t len)
@@ -76,25 +103,11 @@ static ssize_t cread(struct sy_conn *c, char *buf, size_t len)
         }
         return -2;
     }
-    for (;;) {
-        ssize_t n = read(c->io.fd, buf, len);
-        if (n > 0) {
-            /* A short read drained the socket: the next arrival raises a new edge, so skip the
-             * read that would only say EAGAIN. Not when a FIN is already queued (RDHUP seen). */
-            if ((size_t)n < len && !c->rd_hup)
-                c->readable = 0;
-            return n;
-        }
-        if (n == 0)
-            return 0;
-        if (errno == EINTR)
-            continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            c->readable = 0;
-            return -1;
-        }
-        return -2;
-    }
+    int drained = 0;
+    ssize_t n = read_edge(c->io.fd, buf, len, c->rd_hup, &drained);
+    if (drained)
+        c->readable = 0;
+    return n;
 }
 
 static ssize_t tls_writev(struct sy_conn *c, struct iovec *iov, int iovcnt)
@@ -161,23 +174,11 @@ static ssize_t cwritev(struct sy_conn *c, struct iovec *iov, int iovcnt)
 
 static ssize_t uread(struct sy_upconn *u, char *buf, size_t len)
 {
-    for (;;) {
-        ssize_t n = read(u->io.fd, buf, len);
-        if (n > 0) {
-            if ((size_t)n < len && !u->hup)
-                u->readable = 0;
-            return n;
-        }
-        if (n == 0)
-            return 0;
-        if (errno == EINTR)
-            continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            u->readable = 0;
-            return -1;
-        }
-        return -2;
-    }
+    int drained = 0;
+    ssize_t n = read_edge(u->io.fd, buf, len, u->hup, &drained);
+    if (drained)
+        u->readable = 0;
+    return n;
 }
 
 static ssize_t uwrite(struct sy_upconn *u, const char *buf, size_t len)
