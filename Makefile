@@ -89,8 +89,6 @@ deps:
 	scripts/install-deps.sh
 
 demo:
-	@scripts/install-deps.sh
-	@$(MAKE) --no-print-directory all
 	scripts/demo.sh
 
 bench: $(BUILD)/switchyard

@@ -1,6 +1,8 @@
 #!/bin/sh
 # Runs the local quick start: two demo upstreams (Postfacto 4.1.0 on :3001 and
 # 4.2.0 on :3002) and build/switchyard with examples/local.yaml in the foreground.
+# Without SWITCHYARD_BIN it first installs the Debian packages (scripts/install-deps.sh)
+# and builds, so it is the one command a new machine needs.
 # Ctrl-C stops everything this script started.
 set -eu
 
@@ -9,6 +11,11 @@ BIN=${SWITCHYARD_BIN:-build/switchyard}
 CONF=${SWITCHYARD_CONF:-examples/local.yaml}
 PY=${PYTHON:-python3}
 
+# On a fresh machine: install the Debian packages and build first (quick when already done).
+if [ -z "${SWITCHYARD_BIN:-}" ]; then
+    scripts/install-deps.sh
+    make -s all
+fi
 if [ ! -x "$BIN" ]; then
     echo "demo: $BIN not found; build it first with: make" >&2
     exit 1
