@@ -55,265 +55,6 @@ static inline const struct sy_config *cfg_of(struct sy_conn *c)
     return c->ws->snap->cfg;
 }
 
-/*
- * read(2) on an edge-triggered socket: >0 bytes, 0 EOF, -1 would block, -2 error. Sets *drained
- * when the owner's readable flag must drop: on EAGAIN, and after a short read, which drained the
- * socket (the next arrival raises a new edge, so the read that would only say EAGAIN is skipped),
- * unless a FIN is already queued (hup: RDHUP seen), which only a further read reports.
- */
-static ssize_t read_edge(int fd, char *buf, size_t len, int hup, int *drained)
-{
-    for (;;) {
-        ssize_t n = read(fd, buf, len);
-        if (n > 0) {
-            if ((size_t)n < len && !hup)
-                *drained = 1;
-            return n;
-        }
-        if (n == 0)
-            return 0;
-        if (errno == EINTR)
-            continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            *drained = 1;
-            return -1;
-        }
-        return -2;
-    }
-}
-
-/* ---- client I/O: >0 bytes, 0 EOF, -1 would block, -2 error ---- */
-
-static ssize_t cread(struct sy_conn *c, char *buf, size_t len)
-{
-    if (c->tls) {
-        int io;
-        ssize_t n = sy_tls_read(c->tls, buf, len, &io);
-        if (n > 0)
-            return n;
-        if (n == 0 || io == SY_TLS_CLOSED)
-            return 0;
-        if (io == SY_TLS_WANT_READ) {
-            c->readable = 0;
-            return -1;
-        }
-        if (io == SY_TLS_WANT_WRITE) {
-            c->writable = 0;
-            return -1;
-        }
-        return -2;
-    }
-    int drained = 0;
-    ssize_t n = read_edge(c->io.fd, buf, len, c->rd_hup, &drained);
-    if (drained)
-        c->readable = 0;
-    return n;
-}
-
-static ssize_t tls_writev(struct sy_conn *c, struct iovec *iov, int iovcnt)
-{
-    ssize_t total = 0;
-    for (int i = 0; i < iovcnt; i++) {
-        if (!iov[i].iov_len)
-            continue;
-        int io;
-        ssize_t n = sy_tls_write(c->tls, iov[i].iov_base, iov[i].iov_len, &io);
-        if (n > 0) {
-            total += n;
-            if ((size_t)n < iov[i].iov_len)
-                return total;
-            continue;
-        }
-        if (io == SY_TLS_WANT_WRITE || io == SY_TLS_WANT_READ) {
-            if (io == SY_TLS_WANT_WRITE)
-                c->writable = 0;
-            else
-                c->readable = 0;
-            return total ? total : -1;
-        }
-        return total ? total : -2;
-    }
-    return total;
-}
-
-static ssize_t cwritev(struct sy_conn *c, struct iovec *iov, int iovcnt)
-{
-    if (c->tls) {
-        /* Several small pieces go out as one TLS record (one write(2)): copy them together.
-         * After a WANT_* the caller retries with the same bytes, which is what OpenSSL needs. */
-        size_t sum = 0;
-        for (int i = 0; i < iovcnt; i++)
-            sum += iov[i].iov_len;
-        if (iovcnt > 1 && sum <= SY_BUF_SIZE) {
-            char *tmp = c->w->tls_scratch;
-            size_t off = 0;
-            for (int i = 0; i < iovcnt; i++) {
-                memcpy(tmp + off, iov[i].iov_base, iov[i].iov_len);
-                off += iov[i].iov_len;
-            }
-            struct iovec one = {tmp, sum};
-            return tls_writev(c, &one, 1);
-        }
-        return tls_writev(c, iov, iovcnt);
-    }
-    for (;;) {
-        ssize_t n = writev(c->io.fd, iov, iovcnt);
-        if (n >= 0)
-            return n;
-        if (errno == EINTR)
-            continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            c->writable = 0;
-            return -1;
-        }
-        return -2;
-    }
-}
-
-/* ---- upstream I/O ---- */
-
-static ssize_t uread(struct sy_upconn *u, char *buf, size_t len)
-{
-    int drained = 0;
-    ssize_t n = read_edge(u->io.fd, buf, len, u->hup, &drained);
-    if (drained)
-        u->readable = 0;
-    return n;
-}
-
-static ssize_t uwrite(struct sy_upconn *u, const char *buf, size_t len)
-{
-    for (;;) {
-        ssize_t n = send(u->io.fd, buf, len, MSG_NOSIGNAL);
-        if (n >= 0)
-            return n;
-        if (errno == EINTR)
-            continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            u->writable = 0;
-            return -1;
-        }
-        return -2;
-    }
-}
-
-/* ---- buffers ---- */
-
-static void rbuf_ensure(struct sy_conn *c)
-{
-    if (!c->rbuf) {
-        c->rbuf = sy_worker_buf_get(c->w);
-        c->rcap = SY_BUF_SIZE;
-        c->rbuf_private = 0;
-        c->roff = c->rlen = c->bpos = c->bscan = 0;
-    }
-}
-
-static void rbuf_release_if_empty(struct sy_conn *c)
-{
-    if (c->rbuf && c->roff == c->rlen) {
-        if (c->rbuf_private)
-            sy_free(c->rbuf);
-        else
-            sy_worker_buf_put(c->w, c->rbuf);
-        c->rbuf = NULL;
-        c->rcap = c->roff = c->rlen = c->bpos = c->bscan = 0;
-    }
-}
-
-/* The per-request state, from the worker's free list (zeroed). */
-static struct sy_exchange *x_get(struct sy_conn *c)
-{
-    if (c->x)
-        return c->x;
-    struct sy_worker *w = c->w;
-    struct sy_exchange *x = w->x_free;
-    if (x) {
-        w->x_free = x->next_free;
-        w->nx_free--;
-    } else {
-        x = sy_malloc(sizeof(*x));
-    }
-    memset(x, 0, sizeof(*x));
-    c->x = x;
-    return x;
-}
-
-static void x_put(struct sy_conn *c)
-{
-    struct sy_exchange *x = c->x;
-    if (!x)
-        return;
-    c->x = NULL;
-    struct sy_worker *w = c->w;
-    if (w->nx_free >= 64) {
-        sy_free(x);
-        return;
-    }
-    x->next_free = w->x_free;
-    w->x_free = x;
-    w->nx_free++;
-}
-
-/* Makes room at the end of rbuf for a head that does not fit yet. Returns 0 or -1 (full). */
-static int rbuf_room_for_head(struct sy_conn *c)
-{
-    if (c->rlen < c->rcap)
-        return 0;
-    if (c->roff > 0) {
-        memmove(c->rbuf, c->rbuf + c->roff, c->rlen - c->roff);
-        c->rlen -= c->roff;
-        c->roff = 0;
-        c->bpos = c->bscan = 0;
-        return 0;
-    }
-    size_t limit = cfg_of(c)->limits.max_request_head + 1;
-    if (c->rcap >= limit)
-        return -1;
-    size_t ncap = c->rcap * 2 > limit ? limit : c->rcap * 2;
-    char *nb = sy_malloc(ncap);
-    memcpy(nb, c->rbuf, c->rlen);
-    if (c->rbuf_private)
-        sy_free(c->rbuf);
-    else
-        sy_worker_buf_put(c->w, c->rbuf);
-    c->rbuf = nb;
-    c->rcap = ncap;
-    c->rbuf_private = 1;
-    return 0;
-}
-
-/* Out buffers: a pooled SY_BUF_SIZE buffer when `need` fits, a private one otherwise. */
-static char *out_alloc(struct sy_conn *c, size_t need, int *pooled)
-{
-    *pooled = need <= SY_BUF_SIZE;
-    return *pooled ? sy_worker_buf_get(c->w) : sy_malloc(need);
-}
-
-static void out_free(struct sy_conn *c, char **p, int pooled)
-{
-    if (!*p)
-        return;
-    if (pooled)
-        sy_worker_buf_put(c->w, *p);
-    else
-        sy_free(*p);
-    *p = NULL;
-}
-
-static void free_hbuf(struct sy_conn *c)
-{
-    out_free(c, &c->hbuf, c->hbuf_pooled);
-    c->hoff = c->hlen = 0;
-}
-
-static void free_out_buffers(struct sy_conn *c)
-{
-    out_free(c, &c->obuf, c->obuf_pooled);
-    free_hbuf(c);
-    c->ooff = c->olen = 0;
-}
-
 /* ---- gateway responses ---- */
 
 static void count_response(struct sy_conn *c, int status)
@@ -354,7 +95,7 @@ static void log_request(struct sy_conn *c)
  */
 static int respond(struct sy_conn *c, int status, const char *extra, const char *body, int close)
 {
-    x_get(c);
+    sy__x_get(c);
     if (c->up) {
         c->up->srv->outstanding--;
         sy_upconn_close(c->up);
@@ -366,9 +107,9 @@ static int respond(struct sy_conn *c, int status, const char *extra, const char 
         close = 1;
     if (c->close_after) /* this request asked for it (Connection: close, HTTP/1.0) */
         close = 1;
-    free_out_buffers(c);
+    sy__free_out_buffers(c);
     size_t cap = strlen(body) + (extra ? strlen(extra) : 0) + 256;
-    c->hbuf = out_alloc(c, cap, &c->hbuf_pooled);
+    c->hbuf = sy__out_alloc(c, cap, &c->hbuf_pooled);
     c->hlen = sy_build_simple_response(c->hbuf, cap, status, extra, body, close);
     c->hoff = 0;
     c->x->status = status;
@@ -613,11 +354,11 @@ static int start_request(struct sy_conn *c, size_t head_len)
     /* The upstream request head. */
     size_t cap = SY_BUF_SIZE;
     for (;;) {
-        c->obuf = out_alloc(c, cap, &c->obuf_pooled);
+        c->obuf = sy__out_alloc(c, cap, &c->obuf_pooled);
         c->olen = sy_build_upstream_head(c, c->obuf, cap);
         if (c->olen)
             break;
-        out_free(c, &c->obuf, c->obuf_pooled);
+        sy__out_free(c, &c->obuf, c->obuf_pooled);
         if (cap > head_len + 65536)
             return respond_error(c, 431);
         cap *= 2;
@@ -641,7 +382,7 @@ static int do_head(struct sy_conn *c)
     for (;;) {
         if (c->rlen > c->roff) {
             int status = 400;
-            x_get(c);
+            sy__x_get(c);
             c->x->req.headers = c->w->hdrs;
             c->x->req.num_headers = 0;
             int r = sy_h1_parse_request(c->rbuf + c->roff, c->rlen - c->roff, &c->x->req, &lim,
@@ -672,13 +413,13 @@ static int do_head(struct sy_conn *c)
         }
         if (!c->readable)
             return P_BLOCKED;
-        rbuf_ensure(c);
-        if (rbuf_room_for_head(c) < 0) {
+        sy__rbuf_ensure(c);
+        if (sy__rbuf_room_for_head(c) < 0) {
             c->req_done = 0;
             return respond_error(c, 431);
         }
         int was_empty = c->rlen == c->roff;
-        ssize_t n = cread(c, c->rbuf + c->rlen, c->rcap - c->rlen);
+        ssize_t n = sy__cread(c, c->rbuf + c->rlen, c->rcap - c->rlen);
         if (n > 0) {
             c->rlen += (size_t)n;
             c->t_client = now_ms(c);
@@ -691,7 +432,7 @@ static int do_head(struct sy_conn *c)
             continue;
         }
         if (n == -1) {
-            rbuf_release_if_empty(c);
+            sy__rbuf_release_if_empty(c);
             return P_BLOCKED;
         }
         conn_close(c);
@@ -739,7 +480,7 @@ static int forward_request(struct sy_conn *c)
     if (c->ooff < c->olen) {
         if (!u->writable)
             return P_BLOCKED;
-        ssize_t n = uwrite(u, c->obuf + c->ooff, c->olen - c->ooff);
+        ssize_t n = sy__uwrite(u, c->obuf + c->ooff, c->olen - c->ooff);
         if (n == -1)
             return P_BLOCKED;
         if (n < 0)
@@ -757,7 +498,7 @@ static int forward_request(struct sy_conn *c)
     if (c->x->rf.expect_continue && !c->expect_sent && !c->resp_started && c->hlen == 0 &&
         c->x->req.minor_version == 1 && c->bscan == c->rlen) {
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-        c->hbuf = out_alloc(c, sizeof(cont), &c->hbuf_pooled);
+        c->hbuf = sy__out_alloc(c, sizeof(cont), &c->hbuf_pooled);
         memcpy(c->hbuf, cont, sizeof(cont) - 1);
         c->hlen = sizeof(cont) - 1;
         c->hoff = 0;
@@ -776,7 +517,7 @@ static int forward_request(struct sy_conn *c)
         if (c->bpos < c->bscan) {
             if (!u->writable)
                 return progress;
-            ssize_t n = uwrite(u, c->rbuf + c->bpos, c->bscan - c->bpos);
+            ssize_t n = sy__uwrite(u, c->rbuf + c->bpos, c->bscan - c->bpos);
             if (n == -1)
                 return progress;
             if (n < 0)
@@ -803,7 +544,7 @@ static int forward_request(struct sy_conn *c)
         }
         if (!c->readable || c->rlen == c->rcap)
             return progress;
-        ssize_t n = cread(c, c->rbuf + c->rlen, c->rcap - c->rlen);
+        ssize_t n = sy__cread(c, c->rbuf + c->rlen, c->rcap - c->rlen);
         if (n > 0) {
             c->rlen += (size_t)n;
             c->t_client = now_ms(c);
@@ -899,11 +640,11 @@ static int parse_response_head(struct sy_conn *c)
         if (c->x->sf.body == SY_H1_BODY_NONE)
             c->x->resp_remaining = 0;
         sy_h1_chunked_init(&c->x->resp_chunked);
-        free_hbuf(c); /* a 100 Continue, already written */
+        sy__free_hbuf(c); /* a 100 Continue, already written */
         size_t cap = (size_t)r + 2048;
         if (cap < SY_BUF_SIZE)
             cap = SY_BUF_SIZE;
-        c->hbuf = out_alloc(c, cap, &c->hbuf_pooled);
+        c->hbuf = sy__out_alloc(c, cap, &c->hbuf_pooled);
         c->hlen = sy_build_response_head(c, &resp, c->hbuf, cap);
         c->hoff = 0;
         if (!c->hlen)
@@ -953,7 +694,7 @@ static int forward_response(struct sy_conn *c)
                 iov[n++] = (struct iovec){c->hbuf + c->hoff, c->hlen - c->hoff};
             if (c->resp_head_done && u->off < c->uscan)
                 iov[n++] = (struct iovec){u->buf + u->off, c->uscan - u->off};
-            ssize_t w = cwritev(c, iov, n);
+            ssize_t w = sy__cwritev(c, iov, n);
             if (w == -1)
                 return progress;
             if (w < 0) {
@@ -1012,7 +753,7 @@ static int forward_response(struct sy_conn *c)
         }
         if (!u->readable || u->len == SY_BUF_SIZE)
             return progress;
-        ssize_t n = uread(u, u->buf + u->len, SY_BUF_SIZE - u->len);
+        ssize_t n = sy__uread(u, u->buf + u->len, SY_BUF_SIZE - u->len);
         if (n > 0) {
             u->len += (size_t)n;
             c->t_up = now_ms(c);
@@ -1091,7 +832,7 @@ static int do_tunnel(struct sy_conn *c)
         if (c->bpos < c->rlen) {
             if (!u->writable)
                 break;
-            ssize_t n = uwrite(u, c->rbuf + c->bpos, c->rlen - c->bpos);
+            ssize_t n = sy__uwrite(u, c->rbuf + c->bpos, c->rlen - c->bpos);
             if (n == -1)
                 break;
             if (n < 0)
@@ -1108,7 +849,7 @@ static int do_tunnel(struct sy_conn *c)
         }
         if (!c->readable)
             break;
-        ssize_t n = cread(c, c->rbuf + c->rlen, c->rcap - c->rlen);
+        ssize_t n = sy__cread(c, c->rbuf + c->rlen, c->rcap - c->rlen);
         if (n > 0) {
             c->rlen += (size_t)n;
             c->t_client = now_ms(c);
@@ -1130,7 +871,7 @@ static int do_tunnel(struct sy_conn *c)
             if (!c->writable)
                 break;
             struct iovec iov = {u->buf + u->off, u->len - u->off};
-            ssize_t n = cwritev(c, &iov, 1);
+            ssize_t n = sy__cwritev(c, &iov, 1);
             if (n == -1)
                 break;
             if (n < 0)
@@ -1147,7 +888,7 @@ static int do_tunnel(struct sy_conn *c)
             goto end;
         if (!u->readable)
             break;
-        ssize_t n = uread(u, u->buf, SY_BUF_SIZE);
+        ssize_t n = sy__uread(u, u->buf, SY_BUF_SIZE);
         if (n > 0) {
             u->len = (size_t)n;
             c->t_up = now_ms(c);
@@ -1176,7 +917,7 @@ static int do_respond(struct sy_conn *c)
         for (;;) {
             if (!c->readable)
                 return P_BLOCKED;
-            ssize_t n = cread(c, tmp, sizeof(tmp));
+            ssize_t n = sy__cread(c, tmp, sizeof(tmp));
             if (n > 0)
                 continue;
             if (n == -1)
@@ -1189,7 +930,7 @@ static int do_respond(struct sy_conn *c)
         if (!c->writable)
             return P_BLOCKED;
         struct iovec iov = {c->hbuf + c->hoff, c->hlen - c->hoff};
-        ssize_t n = cwritev(c, &iov, 1);
+        ssize_t n = sy__cwritev(c, &iov, 1);
         if (n == -1)
             return P_BLOCKED;
         if (n < 0) {
@@ -1203,7 +944,7 @@ static int do_respond(struct sy_conn *c)
     }
     if (c->close_after) {
         log_request(c);
-        free_out_buffers(c);
+        sy__free_out_buffers(c);
         if (c->tls)
             sy_tls_shutdown(c->tls);
         shutdown(c->io.fd, SHUT_WR);
@@ -1263,8 +1004,8 @@ static int finish_request(struct sy_conn *c)
         sy_upconn_release(u, reusable, c->x->wup->rt->conf->keepalive);
         c->up = NULL;
     }
-    x_put(c);
-    free_out_buffers(c);
+    sy__x_put(c);
+    sy__free_out_buffers(c);
     int close = c->resp_close || c->close_after || sy_atomic_draining();
     if (close) {
         conn_close(c);
@@ -1273,7 +1014,7 @@ static int finish_request(struct sy_conn *c)
     /* Next request: pipelined bytes may already be there. */
     c->roff = c->bpos;
     if (c->roff == c->rlen)
-        rbuf_release_if_empty(c);
+        sy__rbuf_release_if_empty(c);
     c->head_len = 0;
     c->state = SY_ST_HEAD;
     c->t_client = now_ms(c);
@@ -1337,7 +1078,7 @@ static void on_timeout(struct sy_conn *c)
             conn_close(c);
             return;
         }
-        x_get(c);
+        sy__x_get(c);
         c->x->t_req_start_us = now_us();
         c->x->route = (struct sy_route_result){0};
         c->x->req.method = SY_STR_NULL;
@@ -1532,7 +1273,7 @@ static void conn_close(struct sy_conn *c)
             c->x->status = c->resp_started ? (c->x->status ? c->x->status : 502) : 499;
         log_request(c);
     }
-    x_put(c);
+    sy__x_put(c);
     c->state = SY_ST_CLOSED;
     if (c->up) {
         c->up->srv->outstanding--;
@@ -1546,9 +1287,9 @@ static void conn_close(struct sy_conn *c)
         c->tls = NULL;
     }
     close(c->io.fd);
-    free_out_buffers(c);
+    sy__free_out_buffers(c);
     c->roff = c->rlen;
-    rbuf_release_if_empty(c);
+    sy__rbuf_release_if_empty(c);
     sy_list_remove(&c->link);
     sy_list_insert_tail(&c->w->closed, &c->link);
     if (!c->is_admin) {
@@ -1593,7 +1334,7 @@ int sy_admin_pump(struct sy_conn *c)
                 if (!c->writable)
                     return P_BLOCKED;
                 struct iovec iov = {c->hbuf + c->hoff, c->hlen - c->hoff};
-                ssize_t n = cwritev(c, &iov, 1);
+                ssize_t n = sy__cwritev(c, &iov, 1);
                 if (n == -1)
                     return P_BLOCKED;
                 if (n < 0)
@@ -1603,9 +1344,9 @@ int sy_admin_pump(struct sy_conn *c)
             conn_close(c);
             return P_CLOSED;
         }
-        rbuf_ensure(c);
+        sy__rbuf_ensure(c);
         if (c->rlen > 0) {
-            x_get(c);
+            sy__x_get(c);
             struct sy_h1_limits lim = {.max_head = 8192, .max_headers = 64, .max_uri = 2048};
             int status = 400;
             c->x->req.headers = c->w->hdrs;
@@ -1626,7 +1367,7 @@ int sy_admin_pump(struct sy_conn *c)
             conn_close(c);
             return P_CLOSED;
         }
-        ssize_t n = cread(c, c->rbuf + c->rlen, c->rcap - c->rlen);
+        ssize_t n = sy__cread(c, c->rbuf + c->rlen, c->rcap - c->rlen);
         if (n > 0) {
             c->rlen += (size_t)n;
             continue;

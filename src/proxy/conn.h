@@ -6,6 +6,7 @@
 #define SY_PROXY_CONN_H
 
 #include <netinet/in.h>
+#include <sys/uio.h>
 #include <stdint.h>
 
 #include "http/h1.h"
@@ -102,6 +103,27 @@ struct sy_conn {
     char *hbuf;
     uint32_t hoff, hlen;
 };
+
+/*
+ * conn_io.c. Client and upstream I/O return >0 bytes, 0 EOF, -1 would block
+ * (the readiness flag dropped), -2 error.
+ */
+ssize_t sy__cread(struct sy_conn *c, char *buf, size_t len);
+ssize_t sy__cwritev(struct sy_conn *c, struct iovec *iov, int iovcnt);
+ssize_t sy__uread(struct sy_upconn *u, char *buf, size_t len);
+ssize_t sy__uwrite(struct sy_upconn *u, const char *buf, size_t len);
+/* The client read buffer: taken from the worker pool, back when empty; room for a head or -1. */
+void sy__rbuf_ensure(struct sy_conn *c);
+void sy__rbuf_release_if_empty(struct sy_conn *c);
+int sy__rbuf_room_for_head(struct sy_conn *c);
+/* The per-request state, zeroed, from the worker's free list, and back. */
+struct sy_exchange *sy__x_get(struct sy_conn *c);
+void sy__x_put(struct sy_conn *c);
+/* Head buffers: pooled when `need` fits SY_BUF_SIZE (*pooled set), private otherwise. */
+char *sy__out_alloc(struct sy_conn *c, size_t need, int *pooled);
+void sy__out_free(struct sy_conn *c, char **p, int pooled);
+void sy__free_hbuf(struct sy_conn *c);
+void sy__free_out_buffers(struct sy_conn *c);
 
 /* headers.c */
 size_t sy_build_upstream_head(struct sy_conn *c, char *out, size_t cap);
