@@ -6,47 +6,23 @@ point at a chosen driver) and a shared pebble-challtestsrv answering DNS with
 
 Run: make -C tests/acme && /usr/bin/python3 -m pytest -q tests/acme
 """
-import base64
-import hashlib
-import json
 import os
 import re
 import signal
 import socket
-import ssl
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from acme_env import ChallTestSrv, Pebble, free_port, make_tls_ca, run, thumbprint, wait_port
 
 HERE = Path(__file__).resolve().parent
 TOP = HERE.parent.parent
 DRIVER = Path(os.environ.get("ACME_DRIVER", TOP / "build" / "acme" / "acme_driver"))
 DOMAINS = ["test.example.org", "www.example.org"]
 ORDER_RE = re.compile(r"acme: order created ")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, timeout=10.0):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
-
-
-def run(*args):
-    return subprocess.run(args, check=True, capture_output=True, text=True).stdout
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -59,68 +35,14 @@ def driver_built():
 @pytest.fixture(scope="module")
 def tls_ca(tmp_path_factory):
     """A throw-away CA and a localhost certificate for pebble's HTTPS listener."""
-    d = tmp_path_factory.mktemp("ca")
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
-    run("openssl", "req", "-x509", *ec, "-keyout", str(d / "ca.key"), "-out", str(d / "ca.pem"),
-        "-days", "2", "-subj", "/CN=switchyard acme test CA")
-    run("openssl", "req", *ec, "-keyout", str(d / "srv.key"), "-out", str(d / "srv.csr"),
-        "-subj", "/CN=localhost")
-    (d / "ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    run("openssl", "x509", "-req", "-in", str(d / "srv.csr"), "-CA", str(d / "ca.pem"),
-        "-CAkey", str(d / "ca.key"), "-CAcreateserial", "-out", str(d / "srv.pem"), "-days", "2",
-        "-extfile", str(d / "ext"))
-    return d
+    return make_tls_ca(tmp_path_factory.mktemp("ca"))
 
 
 @pytest.fixture(scope="module")
 def dns(tmp_path_factory):
-    port, mgmt = free_port(), free_port()
-    log = open(tmp_path_factory.mktemp("dns") / "challtestsrv.log", "w")
-    p = subprocess.Popen(["pebble-challtestsrv", "-defaultIPv4", "127.0.0.1", "-defaultIPv6", "",
-                          "-dns01", f"127.0.0.1:{port}", "-http01", "", "-https01", "",
-                          "-tlsalpn01", "", "-management", f"127.0.0.1:{mgmt}"],
-                         stdout=log, stderr=subprocess.STDOUT)
-    wait_port(mgmt)
-    yield port
-    p.terminate()
-    p.wait(timeout=10)
-    log.close()
-
-
-class Pebble:
-    def __init__(self, tmp, tls_ca, dns_port, http_port, validity=None):
-        self.port, self.mgmt = free_port(), free_port()
-        conf = {"listenAddress": f"127.0.0.1:{self.port}",
-                "managementListenAddress": f"127.0.0.1:{self.mgmt}",
-                "certificate": str(tls_ca / "srv.pem"), "privateKey": str(tls_ca / "srv.key"),
-                "httpPort": http_port, "tlsPort": free_port(), "ocspResponderURL": "",
-                "externalAccountBindingRequired": False}
-        if validity:
-            conf["certificateValidityPeriod"] = validity
-        cfg = tmp / "pebble.json"
-        cfg.write_text(json.dumps({"pebble": conf}))
-        env = dict(os.environ, PEBBLE_VA_NOSLEEP="1")
-        env.pop("PEBBLE_WFE_NONCEREJECT", None)
-        self.log_path = tmp / "pebble.log"
-        self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(["pebble", "-config", str(cfg),
-                                      "-dnsserver", f"127.0.0.1:{dns_port}"],
-                                     stdout=self.log, stderr=subprocess.STDOUT, env=env)
-        wait_port(self.port)
-        wait_port(self.mgmt)
-        self.directory = f"https://127.0.0.1:{self.port}/dir"
-        self.ca = tls_ca / "ca.pem"
-
-    def root(self):
-        ctx = ssl.create_default_context(cafile=str(self.ca))
-        with urllib.request.urlopen(f"https://127.0.0.1:{self.mgmt}/roots/0", context=ctx,
-                                    timeout=10) as r:
-            return r.read().decode()
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
-        self.log.close()
+    srv = ChallTestSrv(tmp_path_factory.mktemp("dns"))
+    yield srv.port
+    srv.stop()
 
 
 @pytest.fixture
@@ -202,17 +124,6 @@ def key_matches(crt, key):
     a = run("openssl", "x509", "-in", str(crt), "-noout", "-pubkey")
     b = run("openssl", "pkey", "-in", str(key), "-pubout")
     return a == b
-
-
-def thumbprint(account_key):
-    """RFC 7638 thumbprint computed independently of the C code (openssl + hashlib)."""
-    der = subprocess.run(["openssl", "pkey", "-in", str(account_key), "-pubout", "-outform",
-                          "DER"], check=True, capture_output=True).stdout
-    assert len(der) == 91 and der[-65] == 4  # SPKI of an uncompressed P-256 point
-    x, y = der[-64:-32], der[-32:]
-    b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-    jwk = '{"crv":"P-256","kty":"EC","x":"%s","y":"%s"}' % (b64(x), b64(y))
-    return b64(hashlib.sha256(jwk.encode()).digest())
 
 
 def serial(crt):
