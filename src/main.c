@@ -403,7 +403,7 @@ int main(int argc, char **argv)
     for (unsigned i = 0; i < sy_proc.nworkers; i++) {
         struct sy_worker *w = &sy_proc.workers[i];
         w->id = i;
-        if (sy_worker_open_listeners(w, cfg, NULL, &err) < 0) {
+        if (sy_worker_open_listeners(w, cfg, &err) < 0) {
             fprintf(stderr, "%s: %s\n", path, err);
             return 1;
         }

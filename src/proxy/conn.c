@@ -219,7 +219,6 @@ static int connect_upstream(struct sy_conn *c)
             c->x->t_connect = now;
         } else {
             c->connecting = 0;
-            u->connected = 1;
             u->readable = 0;
             u->writable = 1;
         }
@@ -293,20 +292,14 @@ static int start_request(struct sy_conn *c, size_t head_len)
     int status = 400;
     c->head_len = head_len;
     c->bpos = c->bscan = c->roff + head_len;
+    /* c->x is zeroed by sy__x_get; only the connection's own flags need resetting. */
     c->x->t_req_start_us = now_us();
     c->t_client = now_ms(c);
-    c->x->status = 0;
     c->x->bytes_in = head_len;
-    c->x->bytes_out = 0;
-    c->x->tried = 0;
     c->retried_reuse = 0;
     c->req_done = c->head_sent = c->expect_sent = c->upgrade = 0;
     c->resp_started = c->resp_head_done = c->resp_done = c->resp_close = 0;
     c->resp_chunked_out = c->connecting = 0;
-    c->x->route = (struct sy_route_result){0};
-    c->x->log_upstream = NULL;
-    c->x->reqid_in = SY_STR_NULL;
-    c->x->wup = NULL;
     c->x->log_path = c->x->req.target;
 
     const struct sy_h1_header *rid =
@@ -803,7 +796,6 @@ static int do_proxy(struct sy_conn *c)
                                    RETRY_OTHER);
         }
         c->connecting = 0;
-        u->connected = 1;
         u->eof = 0;
         c->t_up = now_ms(c);
     }
@@ -1319,8 +1311,6 @@ void sy_conn_close_all_idle(struct sy_worker *w)
         struct sy_conn *c = SY_CONTAINER_OF(n, struct sy_conn, link);
         if (c->state == SY_ST_HEAD && c->rlen == c->roff)
             conn_close(c);
-        else if (c->state == SY_ST_TUNNEL)
-            continue;
     }
 }
 

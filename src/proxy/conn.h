@@ -34,7 +34,7 @@ struct sy_upconn {
     struct sy_conn *owner;     /* NULL while idle */
     struct sy_timer timer;     /* idle expiry while pooled (lazy) */
     uint64_t idle_since;
-    unsigned readable : 1, writable : 1, connected : 1, eof : 1, dead : 1, reused : 1, hup : 1;
+    unsigned readable : 1, writable : 1, eof : 1, dead : 1, reused : 1, hup : 1;
     char *buf;                 /* response bytes: [off, len) */
     size_t off, len;
     char addr[64];             /* "ip:port" for logs */

@@ -149,8 +149,7 @@ static inline int sy_atomic_draining(void)
 }
 
 /* Worker lifecycle (worker.c). Listening sockets are opened by main. */
-int sy_worker_open_listeners(struct sy_worker *w, const struct sy_config *cfg, int *inherit_fds,
-                             char **err);
+int sy_worker_open_listeners(struct sy_worker *w, const struct sy_config *cfg, char **err);
 int sy_worker_start(struct sy_worker *w, struct sy_snapshot *s);
 void sy_worker_deliver(struct sy_worker *w, struct sy_snapshot *s); /* takes a ref */
 void sy_worker_drain(struct sy_worker *w);
@@ -170,7 +169,7 @@ void sy_admin_accept(struct sy_worker *w, int fd);
 
 /* Upstream connections (upstream.c). */
 struct sy_upconn;
-void sy_upstream_release_idle(struct sy_wserver *s, struct sy_loop *loop);
+void sy_upstream_release_idle(struct sy_wserver *s);
 
 /* Access log (accesslog.c). */
 void sy_accesslog_flush(struct sy_worker *w);

@@ -203,9 +203,8 @@ void sy_upconn_release(struct sy_upconn *u, int reusable, uint32_t keep)
     sy_timer_arm(u->w->loop, &u->timer, u->idle_since + UP_IDLE_MS);
 }
 
-void sy_upstream_release_idle(struct sy_wserver *s, struct sy_loop *loop)
+void sy_upstream_release_idle(struct sy_wserver *s)
 {
-    (void)loop;
     while (!sy_list_empty(&s->idle)) {
         struct sy_upconn *u = SY_CONTAINER_OF(s->idle.next, struct sy_upconn, link);
         sy_upconn_close(u);

@@ -88,7 +88,7 @@ void sy_wsnap_unref(struct sy_wsnap *ws)
     const struct sy_config *cfg = ws->snap->cfg;
     for (size_t i = 0; i < cfg->nupstreams; i++) {
         for (size_t k = 0; k < cfg->upstreams[i].nservers; k++)
-            sy_upstream_release_idle(&ws->ups[i].servers[k], ws->w->loop);
+            sy_upstream_release_idle(&ws->ups[i].servers[k]);
         sy_free(ws->ups[i].servers);
     }
     sy_free(ws->ups);
@@ -117,7 +117,7 @@ static void take_mailbox(struct sy_worker *w)
         const struct sy_config *cfg = old->snap->cfg;
         for (size_t i = 0; i < cfg->nupstreams; i++)
             for (size_t k = 0; k < cfg->upstreams[i].nservers; k++)
-                sy_upstream_release_idle(&old->ups[i].servers[k], w->loop);
+                sy_upstream_release_idle(&old->ups[i].servers[k]);
         sy_wsnap_unref(old);
     }
 }
@@ -295,10 +295,8 @@ static int probe_free(const struct sy_listen_addr *a, char **err)
     return 0;
 }
 
-int sy_worker_open_listeners(struct sy_worker *w, const struct sy_config *cfg, int *inherit_fds,
-                             char **err)
+int sy_worker_open_listeners(struct sy_worker *w, const struct sy_config *cfg, char **err)
 {
-    (void)inherit_fds;
     if (w->id == 0) {
         const struct sy_listen_addr *all[3] = {&cfg->listen_http, &cfg->listen_https,
                                                &cfg->listen_admin};
