@@ -274,7 +274,7 @@ class Target:
         self.https_status = "ok"
         self.https_reason = None
         self.version = None
-        self.runs = {"http": [], "https": [], "handshake": []}
+        self.runs = {"http": [], "https": [], "handshake": [], "resumed": []}
         self.memory = {}
         self.rss_after = {"http": [], "https": []}
 
@@ -480,21 +480,35 @@ def measure_idle_conns(t, n, client, run_dir):
     return res
 
 
+def tcp_out_segs():
+    """TCP segments sent by the whole machine so far (/proc/net/snmp Tcp OutSegs)."""
+    try:
+        with open("/proc/net/snmp") as f:
+            rows = [line.split() for line in f if line.startswith("Tcp:")]
+        return int(rows[1][rows[0].index("OutSegs")])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def run_wrk(t, kind, port, seconds, client, run_dir):
     scheme = "http" if kind == "http" else "https"
     url = "%s://127.0.0.1:%d/" % (scheme, port)
     argv = ["wrk", "-t1", "-c64", "-d%ds" % seconds, "--latency",
             "-H", "%s: 4.1.0" % VERSION_HEADER]
-    if kind == "handshake":
+    if kind == "resumed":
         argv += ["-H", "Connection: close"]
     argv.append(url)
-    cpu0 = t.proc.cpu_seconds()
+    cpu0, segs0 = t.proc.cpu_seconds(), tcp_out_segs()
     r = client.run(argv, timeout=seconds + 30)
-    cpu1 = t.proc.cpu_seconds()
+    cpu1, segs1 = t.proc.cpu_seconds(), tcp_out_segs()
     text = r.stdout.decode("utf-8", "replace")
     with open(os.path.join(run_dir, "wrk-%s-%s.txt" % (t.name, kind)), "a") as f:
         f.write("$ %s\n%s\n" % (" ".join(argv), text))
     res = parse_wrk(text)
+    # Every segment on loopback costs a send and a receive in the kernel: a
+    # proxy that adds pure ACKs or splits answers shows it here.
+    res["tcp_segs_per_req"] = (round((segs1 - segs0) / res["requests"], 2)
+                               if res["requests"] and segs0 is not None and segs1 is not None else None)
     res["server_cpu_s"] = round(cpu1 - cpu0, 2)
     res["cpu_us_per_req"] = (round((cpu1 - cpu0) * 1e6 / res["requests"], 1)
                              if res["requests"] else None)
@@ -503,6 +517,47 @@ def run_wrk(t, kind, port, seconds, client, run_dir):
     elif res["non_2xx"] or res["socket_errors"]:
         res["warning"] = "%d non-2xx, %d socket errors" % (res["non_2xx"], res["socket_errors"])
     return res
+
+
+def parse_tlsload(text):
+    kv = dict(x.split("=", 1) for x in text.split() if "=" in x)
+    get = lambda k, cast=float: cast(kv[k]) if k in kv else None
+    return {"rps": get("rps"), "requests": get("requests", int) or 0,
+            "p50_ms": get("p50_ms"), "p99_ms": get("p99_ms"),
+            "non_2xx": get("errors", int) or 0, "socket_errors": 0,
+            "full_handshakes": get("full", int), "resumed_handshakes": get("resumed", int)}
+
+
+def run_tlsload(t, port, seconds, client, run_dir, tlsload):
+    """Full TLS handshakes per second (bench/tlsload.c): no session kept, no ticket asked."""
+    argv = [tlsload, "-p", str(port), "-c", "64", "-d", str(seconds),
+            "-H", "%s: 4.1.0" % VERSION_HEADER]
+    cpu0 = t.proc.cpu_seconds()
+    r = client.run(argv, timeout=seconds + 30)
+    cpu1 = t.proc.cpu_seconds()
+    text = r.stdout.decode("utf-8", "replace")
+    with open(os.path.join(run_dir, "tlsload-%s.txt" % t.name), "a") as f:
+        f.write("$ %s\n%s\n" % (" ".join(argv), text))
+    res = parse_tlsload(text)
+    res["server_cpu_s"] = round(cpu1 - cpu0, 2)
+    res["cpu_us_per_req"] = (round((cpu1 - cpu0) * 1e6 / res["requests"], 1)
+                             if res["requests"] else None)
+    if r.returncode != 0 or res["rps"] is None or not res["requests"]:
+        res["error"] = "tlsload failed (exit %d): %s" % (r.returncode, text.strip()[-300:])
+    elif res["resumed_handshakes"]:
+        res["error"] = "%d handshakes were resumed in a full-handshake test" % res["resumed_handshakes"]
+    elif res["non_2xx"]:
+        res["warning"] = "%d connections failed or answered non-200" % res["non_2xx"]
+    return res
+
+
+def build_tlsload(run_dir):
+    out = os.path.join(run_dir, "tlsload")
+    r = subprocess.run(["cc", "-O2", "-o", out, os.path.join(BENCH, "tlsload.c"), "-lssl", "-lcrypto"],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if r.returncode != 0:
+        raise RuntimeError("cannot build bench/tlsload.c:\n" + r.stdout.decode("utf-8", "replace"))
+    return out
 
 
 def median_of(runs, key):
@@ -522,6 +577,7 @@ def summarize(runs):
         "p50_ms": median_of(ok, "p50_ms"),
         "p99_ms": median_of(ok, "p99_ms"),
         "cpu_us_per_req": median_of(ok, "cpu_us_per_req"),
+        "tcp_segs_per_req": median_of(ok, "tcp_segs_per_req"),
         "errors": sum(r["non_2xx"] + r["socket_errors"] for r in ok),
     }
 
@@ -556,6 +612,7 @@ def main():
         "handshake_rounds": 1 if quick else 3,
         "seconds": 3 if quick else 10,
         "handshake_seconds": 2 if quick else 5,
+        "resumed_rounds": 1 if quick else 3,
         "idle_connections": int(os.environ.get("BENCH_IDLE_CONNECTIONS") or (1000 if quick else 10000)),
         "wrk": "wrk -t1 -c64 --latency -H 'X-Postfacto-Version: 4.1.0'",
     }
@@ -582,6 +639,7 @@ def main():
         log("   note: load average %.2f before start: other work is running, numbers will be noisy"
             % load_before[0])
 
+    tlsload = build_tlsload(run_dir)
     ports = pick_ports(args.port_base)
     cert, key, both = make_cert(run_dir)
     nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
@@ -675,10 +733,13 @@ def main():
                 if not t.usable(kind):
                     continue
                 port = t.http_port if kind == "http" else t.https_port
-                res = run_wrk(t, kind, port, seconds, client, run_dir)
+                if kind == "handshake":
+                    res = run_tlsload(t, port, seconds, client, run_dir, tlsload)
+                else:
+                    res = run_wrk(t, kind, port, seconds, client, run_dir)
                 res["round"] = r + 1
                 t.runs[kind].append(res)
-                if kind != "handshake" and n != "direct":
+                if kind in ("http", "https") and n != "direct":
                     t.rss_after[kind].append(t.proc.rss_kib()[0])
                     res["rss_after_kib"] = t.rss_after[kind][-1]
                 if "error" in res:
@@ -694,6 +755,7 @@ def main():
     rounds("http", cfg["http_rounds"], cfg["seconds"], ORDER)
     rounds("https", cfg["https_rounds"], cfg["seconds"], PROXIES)
     rounds("handshake", cfg["handshake_rounds"], cfg["handshake_seconds"], PROXIES)
+    rounds("resumed", cfg["resumed_rounds"], cfg["handshake_seconds"], PROXIES)
 
     for n in PROXIES:
         t = targets[n]
@@ -708,7 +770,7 @@ def main():
     summary = {}
     for n in ORDER:
         t = targets[n]
-        summary[n] = {k: summarize(t.runs[k]) for k in ("http", "https", "handshake")}
+        summary[n] = {k: summarize(t.runs[k]) for k in ("http", "https", "handshake", "resumed")}
 
     def get(n, kind, key):
         s = summary[n][kind]
@@ -740,16 +802,21 @@ def main():
     out("placement: %s" % placement)
     out("access logs: off in every proxy and upstream (Switchyard: log: {access: false})")
     titles = {"http": "HTTP keep-alive", "https": "HTTPS keep-alive (TLS terminated by the proxy)",
-              "handshake": "HTTPS new connection per request (wrk -H 'Connection: close'; "
-                           "req/s = full TLS handshakes/s), %ds x %d" % (cfg["handshake_seconds"],
-                                                                         cfg["handshake_rounds"])}
-    for kind in ("http", "https", "handshake"):
+              "handshake": "HTTPS new connection per request, full handshakes (bench/tlsload -c64: "
+                           "no session resumed; req/s = full TLS handshakes/s), %ds x %d" % (
+                               cfg["handshake_seconds"], cfg["handshake_rounds"]),
+              "resumed": "HTTPS new connection per request, resumed sessions (wrk -H 'Connection: close'"
+                         ": wrk resumes with the server's ticket), %ds x %d" % (
+                             cfg["handshake_seconds"], cfg["resumed_rounds"])}
+    for kind in ("http", "https", "handshake", "resumed"):
         out("")
         out(titles[kind])
-        out("  %-20s %10s %9s %9s %10s %11s" % ("", "req/s", "p50 ms", "p99 ms", "cpu us/req",
-                                                "rss KiB" if kind != "handshake" else ""))
-        if kind != "handshake":
-            out("  (rss KiB: summed over the server's processes right after its last run in this table)")
+        out("  %-20s %10s %9s %9s %10s %9s %11s" % ("", "req/s", "p50 ms", "p99 ms", "cpu us/req",
+                                                     "segs/req" if kind != "handshake" else "",
+                                                     "rss KiB" if kind in ("http", "https") else ""))
+        if kind in ("http", "https"):
+            out("  (rss KiB: summed over the server's processes right after its last run in this table;")
+            out("   segs/req: TCP segments the whole machine sent per request, client and upstream included)")
         for n in (ORDER if kind == "http" else PROXIES):
             w = why(n, kind)
             if w and not summary[n][kind]:
@@ -760,10 +827,11 @@ def main():
                 out("  %-20s n/a (no successful run)" % LABEL[n])
                 continue
             rss = ""
-            if kind != "handshake" and n != "direct":
+            if kind in ("http", "https") and n != "direct":
                 rss = fmt(memget(n, "rss_after_%s_kib" % kind), "d")
-            out("  %-20s %10.0f %9.3f %9.3f %10s %11s%s" % (
-                LABEL[n], s["rps"], s["p50_ms"], s["p99_ms"], fmt(s["cpu_us_per_req"], ".1f"), rss,
+            out("  %-20s %10.0f %9.3f %9.3f %10s %9s %11s%s" % (
+                LABEL[n], s["rps"], s["p50_ms"], s["p99_ms"], fmt(s["cpu_us_per_req"], ".1f"),
+                fmt(s.get("tcp_segs_per_req"), ".2f") if kind != "handshake" else "", rss,
                 "  errors=%d" % s["errors"] if s["errors"] else ""))
     out("")
     out("Memory (RSS summed over all processes of each server, KiB)")
@@ -795,6 +863,9 @@ def main():
                 "https_rps": ratio(get("switchyard", "https", "rps"), get(base, "https", "rps")),
                 "https_p99": ratio(get("switchyard", "https", "p99_ms"), get(base, "https", "p99_ms")),
                 "handshakes": ratio(get("switchyard", "handshake", "rps"), get(base, "handshake", "rps")),
+                "handshake_cpu": ratio(get("switchyard", "handshake", "cpu_us_per_req"),
+                                       get(base, "handshake", "cpu_us_per_req")),
+                "resumed": ratio(get("switchyard", "resumed", "rps"), get(base, "resumed", "rps")),
                 "rss_idle": ratio(memget("switchyard", "rss_idle_kib"), memget(base, "rss_idle_kib")),
                 "bytes_per_conn": ratio(memget("switchyard", "per_conn_bytes"), memget(base, "per_conn_bytes")),
             })
@@ -802,9 +873,9 @@ def main():
     out("")
     out("Ratios (switchyard / other; req/s higher is better, p99, cpu and memory lower is better)")
     cols = ["http_rps", "http_p99", "http_cpu_per_req", "https_rps", "https_p99", "handshakes",
-            "rss_idle", "bytes_per_conn"]
+            "handshake_cpu", "resumed", "rss_idle", "bytes_per_conn"]
     heads = ["http req/s", "http p99", "http cpu", "https req/s", "https p99", "handshakes",
-             "rss idle", "bytes/conn"]
+             "hs cpu", "resumed", "rss idle", "bytes/conn"]
     out("  %-20s" % "" + "".join("%12s" % h for h in heads))
     for k, r in ratios.items():
         out("  %-20s" % k + "".join("%12s" % fmt(r.get(c), ".2f") for c in cols))
