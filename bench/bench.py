@@ -430,7 +430,7 @@ def start_target(t, run_dir, values, args):
         t.disable("%s: HTTPS listener 127.0.0.1:%d never came up" % (hint, t.https_port), https_only=True)
 
 
-def measure_idle_conns(t, n, client, run_dir):
+def measure_idle_conns(t, n, client, run_dir, settle_max_s):
     """Open n keep-alive connections, hold them idle, read the proxy's RSS."""
     rss0, pss0 = t.proc.rss_kib()
     argv = client.prefix + [sys.executable, os.path.join(BENCH, "idleconns.py"),
@@ -448,8 +448,20 @@ def measure_idle_conns(t, n, client, run_dir):
         if not line.startswith("READY"):
             raise RuntimeError("idle-connection client gave no READY line")
         ready = dict(kv.split("=", 1) for kv in line.split()[1:])
-        time.sleep(1.0)  # let the proxy settle with everything idle
+        # Idle means idle: buffers a proxy pooled while the connections were being
+        # opened (200 at a time) may still be held a moment later. Read the RSS
+        # every second, from 1 s up to settle_max_s, until it stops moving (two
+        # readings within 1 %); the first reading is kept in the JSON too.
+        time.sleep(1.0)
         rss1, pss1 = t.proc.rss_kib()
+        first = (rss1, pss1)
+        for _ in range(settle_max_s - 1):
+            time.sleep(1.0)
+            rss2, pss2 = t.proc.rss_kib()
+            settled = abs(rss2 - rss1) <= rss1 / 100
+            rss1, pss1 = rss2, pss2
+            if settled:
+                break
         p.stdin.write("CHECK\n")
         p.stdin.flush()
         alive_line = p.stdout.readline()
@@ -469,6 +481,8 @@ def measure_idle_conns(t, n, client, run_dir):
         "open_seconds": float(ready["seconds"]),
         "rss_before_kib": rss0, "pss_before_kib": pss0,
         "rss_conns_kib": rss1, "pss_conns_kib": pss1,
+        "rss_conns_first_kib": first[0], "pss_conns_first_kib": first[1],
+        "per_conn_bytes_first": round((first[0] - t.memory["rss_idle_kib"]) * 1024 / held) if held else None,
         "per_conn_bytes": round((rss1 - t.memory["rss_idle_kib"]) * 1024 / held) if held else None,
         "per_conn_bytes_pss": round((pss1 - t.memory["pss_idle_kib"]) * 1024 / held) if held else None,
     }
@@ -490,7 +504,27 @@ def tcp_out_segs():
         return None
 
 
-def run_wrk(t, kind, port, seconds, client, run_dir):
+def children_cpu():
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def timed_client(t, upstream, client, argv, seconds):
+    """Runs a load client; returns its result and the CPU seconds spent meanwhile by the
+    server under test, the load client itself and upstream A (None when t is upstream A)."""
+    up = upstream if upstream is not None and upstream is not t.proc else None
+    cpu0, up0, cl0, segs0 = t.proc.cpu_seconds(), up.cpu_seconds() if up else 0, children_cpu(), tcp_out_segs()
+    r = client.run(argv, timeout=seconds + 30)
+    cpu1, up1, cl1, segs1 = t.proc.cpu_seconds(), up.cpu_seconds() if up else 0, children_cpu(), tcp_out_segs()
+    segs = segs1 - segs0 if segs0 is not None and segs1 is not None else None
+    return r, cpu1 - cpu0, (up1 - up0) if up else None, cl1 - cl0, segs
+
+
+def per_req(res, key, seconds_used):
+    res[key] = round(seconds_used * 1e6 / res["requests"], 1) if res["requests"] and seconds_used is not None else None
+
+
+def run_wrk(t, kind, port, seconds, client, run_dir, upstream):
     scheme = "http" if kind == "http" else "https"
     url = "%s://127.0.0.1:%d/" % (scheme, port)
     argv = ["wrk", "-t1", "-c64", "-d%ds" % seconds, "--latency",
@@ -498,20 +532,18 @@ def run_wrk(t, kind, port, seconds, client, run_dir):
     if kind == "resumed":
         argv += ["-H", "Connection: close"]
     argv.append(url)
-    cpu0, segs0 = t.proc.cpu_seconds(), tcp_out_segs()
-    r = client.run(argv, timeout=seconds + 30)
-    cpu1, segs1 = t.proc.cpu_seconds(), tcp_out_segs()
+    r, cpu, up_cpu, cl_cpu, segs = timed_client(t, upstream, client, argv, seconds)
     text = r.stdout.decode("utf-8", "replace")
     with open(os.path.join(run_dir, "wrk-%s-%s.txt" % (t.name, kind)), "a") as f:
         f.write("$ %s\n%s\n" % (" ".join(argv), text))
     res = parse_wrk(text)
     # Every segment on loopback costs a send and a receive in the kernel: a
     # proxy that adds pure ACKs or splits answers shows it here.
-    res["tcp_segs_per_req"] = (round((segs1 - segs0) / res["requests"], 2)
-                               if res["requests"] and segs0 is not None and segs1 is not None else None)
-    res["server_cpu_s"] = round(cpu1 - cpu0, 2)
-    res["cpu_us_per_req"] = (round((cpu1 - cpu0) * 1e6 / res["requests"], 1)
-                             if res["requests"] else None)
+    res["tcp_segs_per_req"] = round(segs / res["requests"], 2) if res["requests"] and segs is not None else None
+    res["server_cpu_s"] = round(cpu, 2)
+    per_req(res, "cpu_us_per_req", cpu)
+    per_req(res, "client_cpu_us_per_req", cl_cpu)
+    per_req(res, "upstream_cpu_us_per_req", up_cpu)
     if r.returncode != 0 or res["rps"] is None or not res["requests"]:
         res["error"] = "wrk failed (exit %d): %s" % (r.returncode, text.strip()[-300:])
     elif res["non_2xx"] or res["socket_errors"]:
@@ -528,20 +560,19 @@ def parse_tlsload(text):
             "full_handshakes": get("full", int), "resumed_handshakes": get("resumed", int)}
 
 
-def run_tlsload(t, port, seconds, client, run_dir, tlsload):
+def run_tlsload(t, port, seconds, client, run_dir, tlsload, upstream):
     """Full TLS handshakes per second (bench/tlsload.c): no session kept, no ticket asked."""
     argv = [tlsload, "-p", str(port), "-c", "64", "-d", str(seconds),
             "-H", "%s: 4.1.0" % VERSION_HEADER]
-    cpu0 = t.proc.cpu_seconds()
-    r = client.run(argv, timeout=seconds + 30)
-    cpu1 = t.proc.cpu_seconds()
+    r, cpu, up_cpu, cl_cpu, _ = timed_client(t, upstream, client, argv, seconds)
     text = r.stdout.decode("utf-8", "replace")
     with open(os.path.join(run_dir, "tlsload-%s.txt" % t.name), "a") as f:
         f.write("$ %s\n%s\n" % (" ".join(argv), text))
     res = parse_tlsload(text)
-    res["server_cpu_s"] = round(cpu1 - cpu0, 2)
-    res["cpu_us_per_req"] = (round((cpu1 - cpu0) * 1e6 / res["requests"], 1)
-                             if res["requests"] else None)
+    res["server_cpu_s"] = round(cpu, 2)
+    per_req(res, "cpu_us_per_req", cpu)
+    per_req(res, "client_cpu_us_per_req", cl_cpu)
+    per_req(res, "upstream_cpu_us_per_req", up_cpu)
     if r.returncode != 0 or res["rps"] is None or not res["requests"]:
         res["error"] = "tlsload failed (exit %d): %s" % (r.returncode, text.strip()[-300:])
     elif res["resumed_handshakes"]:
@@ -578,6 +609,8 @@ def summarize(runs):
         "p99_ms": median_of(ok, "p99_ms"),
         "cpu_us_per_req": median_of(ok, "cpu_us_per_req"),
         "tcp_segs_per_req": median_of(ok, "tcp_segs_per_req"),
+        "client_cpu_us_per_req": median_of(ok, "client_cpu_us_per_req"),
+        "upstream_cpu_us_per_req": median_of(ok, "upstream_cpu_us_per_req"),
         "errors": sum(r["non_2xx"] + r["socket_errors"] for r in ok),
     }
 
@@ -613,6 +646,8 @@ def main():
         "seconds": 3 if quick else 10,
         "handshake_seconds": 2 if quick else 5,
         "resumed_rounds": 1 if quick else 3,
+        "resumed_seconds": 1 if quick else 5,
+        "settle_max_s": 3 if quick else 6,
         "idle_connections": int(os.environ.get("BENCH_IDLE_CONNECTIONS") or (1000 if quick else 10000)),
         "wrk": "wrk -t1 -c64 --latency -H 'X-Postfacto-Version: 4.1.0'",
     }
@@ -715,7 +750,8 @@ def main():
         if not t.usable():
             continue
         try:
-            t.memory["idle_connections"] = m = measure_idle_conns(t, cfg["idle_connections"], client, run_dir)
+            t.memory["idle_connections"] = m = measure_idle_conns(t, cfg["idle_connections"], client, run_dir,
+                                                                     cfg["settle_max_s"])
             log("   %-10s answered %d/%d in %.1fs, alive %d, RSS %d -> %d KiB" % (
                 n, m["connections_answered"], m["connections_target"], m["open_seconds"],
                 m["connections_alive_at_measure"], t.memory["rss_idle_kib"], m["rss_conns_kib"]))
@@ -734,9 +770,9 @@ def main():
                     continue
                 port = t.http_port if kind == "http" else t.https_port
                 if kind == "handshake":
-                    res = run_tlsload(t, port, seconds, client, run_dir, tlsload)
+                    res = run_tlsload(t, port, seconds, client, run_dir, tlsload, targets["direct"].proc)
                 else:
-                    res = run_wrk(t, kind, port, seconds, client, run_dir)
+                    res = run_wrk(t, kind, port, seconds, client, run_dir, targets["direct"].proc)
                 res["round"] = r + 1
                 t.runs[kind].append(res)
                 if kind in ("http", "https") and n != "direct":
@@ -755,7 +791,7 @@ def main():
     rounds("http", cfg["http_rounds"], cfg["seconds"], ORDER)
     rounds("https", cfg["https_rounds"], cfg["seconds"], PROXIES)
     rounds("handshake", cfg["handshake_rounds"], cfg["handshake_seconds"], PROXIES)
-    rounds("resumed", cfg["resumed_rounds"], cfg["handshake_seconds"], PROXIES)
+    rounds("resumed", cfg["resumed_rounds"], cfg["resumed_seconds"], PROXIES)
 
     for n in PROXIES:
         t = targets[n]
@@ -807,7 +843,7 @@ def main():
                                cfg["handshake_seconds"], cfg["handshake_rounds"]),
               "resumed": "HTTPS new connection per request, resumed sessions (wrk -H 'Connection: close'"
                          ": wrk resumes with the server's ticket), %ds x %d" % (
-                             cfg["handshake_seconds"], cfg["resumed_rounds"])}
+                             cfg["resumed_seconds"], cfg["resumed_rounds"])}
     for kind in ("http", "https", "handshake", "resumed"):
         out("")
         out(titles[kind])
@@ -833,6 +869,31 @@ def main():
                 LABEL[n], s["rps"], s["p50_ms"], s["p99_ms"], fmt(s["cpu_us_per_req"], ".1f"),
                 fmt(s.get("tcp_segs_per_req"), ".2f") if kind != "handshake" else "", rss,
                 "  errors=%d" % s["errors"] if s["errors"] else ""))
+    out("")
+    out("Where the CPU goes (us per request, medians; client = the load client, upstream = upstream A;")
+    out("busy = share of the %d CPUs the three used together during the run)" % ncpu)
+    for kind in ("http", "https"):
+        out("  %-8s %-20s %9s %9s %9s %9s %7s" % (kind, "", "proxy", "client", "upstream", "total", "busy"))
+        best = None
+        for n in (ORDER if kind == "http" else PROXIES):
+            sm = summary[n][kind]
+            if not sm or sm["cpu_us_per_req"] is None or sm["client_cpu_us_per_req"] is None:
+                continue
+            parts = [sm["cpu_us_per_req"], sm["client_cpu_us_per_req"], sm["upstream_cpu_us_per_req"] or 0.0]
+            total = sum(parts)
+            if n in ("nginx", "haproxy") and (best is None or sm["rps"] > best[1]):
+                best = (n, sm["rps"], total)
+            out("  %-8s %-20s %9.1f %9.1f %9s %9.1f %6.0f%%" % (
+                "", LABEL[n], parts[0], parts[1],
+                fmt(sm["upstream_cpu_us_per_req"], ".1f") if n != "direct" else "-",
+                total, 100.0 * total * sm["rps"] / 1e6 / ncpu))
+        sy = summary["switchyard"][kind]
+        if best and sy and sy["client_cpu_us_per_req"] is not None:
+            others = sy["client_cpu_us_per_req"] + (sy["upstream_cpu_us_per_req"] or 0.0)
+            out("  %-8s with the machine saturated, 1.3x %s's req/s needs a total of %.1f us/req, so a"
+                % ("", best[0], best[2] / 1.3))
+            out("  %-8s proxy cost of at most %.1f us/req beside this client and upstream (Switchyard: %.1f)"
+                % ("", best[2] / 1.3 - others, sy["cpu_us_per_req"]))
     out("")
     out("Memory (RSS summed over all processes of each server, KiB)")
     out("  %-20s %10s %11s %13s %12s" % ("", "idle", "after load", "%d idle conns" % cfg["idle_connections"],
