@@ -221,6 +221,11 @@ void sy_metrics_render(struct sy_textbuf *b, struct sy_metrics *const *ms, size_
                          "# TYPE switchyard_connections_active gauge\n"
                          "switchyard_connections_active %llu\n",
                       (unsigned long long)SUM(conns_active));
+    sy_textbuf_printf(b, "# HELP switchyard_worker_connections_active Open client connections per "
+                         "worker thread.\n# TYPE switchyard_worker_connections_active gauge\n");
+    for (size_t i = 0; i < n; i++)
+        sy_textbuf_printf(b, "switchyard_worker_connections_active{worker=\"%zu\"} %llu\n", i,
+                          (unsigned long long)sy_counter_get(&ms[i]->conns_active));
     sy_textbuf_printf(b, "# HELP switchyard_connections_accepted_total Client connections "
                          "accepted.\n# TYPE switchyard_connections_accepted_total counter\n"
                          "switchyard_connections_accepted_total %llu\n",

@@ -2,7 +2,7 @@
 
 import math
 
-from helpers import parse_metrics
+from helpers import RawClient, parse_metrics, wait_for
 
 
 def test_healthz(retro):
@@ -87,3 +87,29 @@ def test_admin_does_not_proxy(retro):
     assert r.status == 404, r
     for u in retro.ups.values():
         assert u.started == []
+
+
+def test_metrics_connections_per_worker(start_retro):
+    """Each worker reports its own open connections; they add up to the total."""
+    gw = start_retro(workers=2)
+    clients = [RawClient(gw.http_port) for _ in range(12)]
+    try:
+        for c in clients:  # one request each, so every connection is accepted and counted
+            c.send("GET / HTTP/1.1\r\nHost: plain.test\r\n\r\n")
+            assert c.read_response().status == 200
+
+        def counts():
+            samples = parse_metrics(gw.admin("/metrics").body.decode())
+            per = {l["worker"]: v for (n, l, v) in samples
+                   if n == "switchyard_worker_connections_active"}
+            total = [v for (n, l, v) in samples if n == "switchyard_connections_active"]
+            return per, total[0]
+
+        per, total = counts()
+        assert sorted(per) == ["0", "1"], per
+        assert sum(per.values()) == total, (per, total)
+        assert total >= 12, (per, total)
+    finally:
+        for c in clients:
+            c.close()
+    wait_for(lambda: counts()[1] <= 1, 10, 0.1, "connections to close")
