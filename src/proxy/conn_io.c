@@ -48,8 +48,11 @@ ssize_t sy__cread(struct sy_conn *c, char *buf, size_t len)
     if (c->tls) {
         int io;
         ssize_t n = sy_tls_read(c->tls, buf, len, &io);
-        if (n > 0)
+        if (n > 0) {
+            if (!c->rd_hup && sy_tls_drained(c->tls))
+                c->readable = 0;
             return n;
+        }
         if (n == 0 || io == SY_TLS_CLOSED)
             return 0;
         if (io == SY_TLS_WANT_READ) {

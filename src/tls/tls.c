@@ -34,6 +34,7 @@ struct sy_tls_conn {
     SSL *ssl;
     struct sy_tls *tls;
     int fatal;                 /* an error happened: no close_notify, no more I/O */
+    int rd_short;              /* the socket's last read(2) got less than asked: it was empty */
 };
 
 /* Handshake failure reasons, in metrics order. */
@@ -242,6 +243,25 @@ size_t sy_tls_cert_count(const struct sy_tls *t)
     return t ? t->ncerts : 0;
 }
 
+/*
+ * Watches the socket BIO's reads: a read(2) that returned less than OpenSSL
+ * asked for (with read-ahead, the free room of its record buffer) or nothing
+ * at all left the socket empty. sy_tls_drained() uses it to spare the caller
+ * one more SSL_read() that would only end in EAGAIN.
+ */
+static long watch_reads(BIO *b, int oper, const char *argp, size_t len, int argi, long argl, int ret,
+                        size_t *processed)
+{
+    (void)argp;
+    (void)argi;
+    (void)argl;
+    if (oper == (BIO_CB_READ | BIO_CB_RETURN)) {
+        struct sy_tls_conn *c = (struct sy_tls_conn *)BIO_get_callback_arg(b);
+        c->rd_short = ret <= 0 || !processed || *processed < len;
+    }
+    return ret;
+}
+
 struct sy_tls_conn *sy_tls_conn_new(struct sy_tls *t, int fd)
 {
     SSL *ssl = SSL_new(t->ctx);
@@ -252,6 +272,9 @@ struct sy_tls_conn *sy_tls_conn_new(struct sy_tls *t, int fd)
     }
     SSL_set_accept_state(ssl);
     struct sy_tls_conn *c = sy_calloc(1, sizeof(*c));
+    BIO *rbio = SSL_get_rbio(ssl);
+    BIO_set_callback_arg(rbio, (char *)c);
+    BIO_set_callback_ex(rbio, watch_reads);
     c->ssl = ssl;
     c->tls = t;
     sy_tls_ref(t);
@@ -389,6 +412,11 @@ size_t sy_tls_pending(const struct sy_tls_conn *c)
 {
     int n = SSL_pending(c->ssl);
     return n > 0 ? (size_t)n : 0;
+}
+
+int sy_tls_drained(const struct sy_tls_conn *c)
+{
+    return c->rd_short && !SSL_has_pending(c->ssl);
 }
 
 ssize_t sy_tls_write(struct sy_tls_conn *c, const void *buf, size_t len, int *io)

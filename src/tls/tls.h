@@ -105,6 +105,14 @@ ssize_t sy_tls_read(struct sy_tls_conn *c, void *buf, size_t len, int *io);
 size_t sy_tls_pending(const struct sy_tls_conn *c);
 
 /*
+ * After a read: 1 when another sy_tls_read() could only return WANT_READ,
+ * because nothing is buffered inside TLS (not even part of a record) and the
+ * socket's last read(2) emptied it. Bytes that arrive later raise a new
+ * edge-triggered event, so the caller may wait for it instead of reading.
+ */
+int sy_tls_drained(const struct sy_tls_conn *c);
+
+/*
  * Writes application data; same convention as sy_tls_read (0 is never
  * returned for len > 0). Partial writes are allowed: >0 may be less than
  * len. After -1 with SY_TLS_WANT_*, call again with the same bytes (the

@@ -554,8 +554,12 @@ Test(tls, data_both_ways_and_close_notify)
     cr_assert_eq(r, 4);
     cr_assert_eq(io, SY_TLS_DONE);
     cr_assert_eq(sy_tls_pending(l.srv), 14);
+    cr_assert_not(sy_tls_drained(l.srv), "14 bytes are still buffered");
     cr_assert_eq(sy_tls_read(l.srv, buf + 4, sizeof(buf) - 4, &io), 14);
     cr_assert_eq(memcmp(buf, "GET / HTTP/1.1\r\n\r\n", 18), 0);
+    cr_assert(sy_tls_drained(l.srv), "the socket was emptied by a short read");
+    cr_assert_eq(sy_tls_read(l.srv, buf, sizeof(buf), &io), -1);
+    cr_assert_eq(io, SY_TLS_WANT_READ);
 
     /* Fill the socket: the write must stop with WANT_WRITE, then resume. */
     static char big[4 << 20];
@@ -1053,4 +1057,42 @@ Test(tls, watcher_polls_when_there_are_no_events, .timeout = 30)
     sy_free(crt);
     sy_free(key);
     sy_free(cdir);
+}
+
+/* "Drained" is only said when nothing is left: every byte sent is read before it. */
+Test(tls, drained_only_when_nothing_is_left)
+{
+    certs[0] = pair("a", 1, "a.example.org", "DNS:a.example.org", 1, 10);
+    use_certs(1);
+    struct sy_tls *t = tls_ok();
+    SSL_CTX *c = client_ctx();
+    struct link l;
+    link_open(&l, t, c, "a.example.org", NULL);
+    cr_assert(link_handshake(&l));
+    static char msg[40000], got[40000];
+    for (size_t i = 0; i < sizeof(msg); i++)
+        msg[i] = (char)(i * 13);
+    size_t n, total = 0;
+    while (total < sizeof(msg)) { /* three records and a bit, all in the socket before reading */
+        cr_assert_eq(SSL_write_ex(l.cli, msg + total, sizeof(msg) - total, &n), 1);
+        total += n;
+    }
+    size_t have = 0;
+    int io, rounds = 0;
+    for (;;) {
+        cr_assert_lt(++rounds, 10000);
+        ssize_t r = sy_tls_read(l.srv, got + have, 1000 < sizeof(got) - have ? 1000 : sizeof(got) - have,
+                                &io);
+        cr_assert_gt(r, 0, "read %zu of %zu before drained was said", have, sizeof(msg));
+        have += (size_t)r;
+        if (sy_tls_drained(l.srv))
+            break;
+    }
+    cr_assert_eq(have, sizeof(msg));
+    cr_assert_eq(memcmp(got, msg, sizeof(msg)), 0);
+    cr_assert_eq(sy_tls_read(l.srv, got, sizeof(got), &io), -1);
+    cr_assert_eq(io, SY_TLS_WANT_READ);
+    link_close(&l);
+    SSL_CTX_free(c);
+    sy_tls_unref(t);
 }
