@@ -535,15 +535,23 @@ Test(tls, alpn_selects_http11_and_tolerates_h2_only)
     sy_tls_unref(t);
 }
 
-Test(tls, data_both_ways_and_close_notify)
+/* One certificate for a.example.org, a client context and a link whose handshake is done. */
+static struct sy_tls *open_a(struct link *l, SSL_CTX **c)
 {
     certs[0] = pair("a", 1, "a.example.org", "DNS:a.example.org", 1, 10);
     use_certs(1);
     struct sy_tls *t = tls_ok();
-    SSL_CTX *c = client_ctx();
+    *c = client_ctx();
+    link_open(l, t, *c, "a.example.org", NULL);
+    cr_assert(link_handshake(l));
+    return t;
+}
+
+Test(tls, data_both_ways_and_close_notify)
+{
     struct link l;
-    link_open(&l, t, c, "a.example.org", NULL);
-    cr_assert(link_handshake(&l));
+    SSL_CTX *c;
+    struct sy_tls *t = open_a(&l, &c);
     int io;
     char buf[64];
     cr_assert_eq(sy_tls_read(l.srv, buf, sizeof(buf), &io), -1);
@@ -600,13 +608,9 @@ Test(tls, data_both_ways_and_close_notify)
 
 Test(tls, eof_is_closed)
 {
-    certs[0] = pair("a", 1, "a.example.org", "DNS:a.example.org", 1, 10);
-    use_certs(1);
-    struct sy_tls *t = tls_ok();
-    SSL_CTX *c = client_ctx();
     struct link l;
-    link_open(&l, t, c, "a.example.org", NULL);
-    cr_assert(link_handshake(&l));
+    SSL_CTX *c;
+    struct sy_tls *t = open_a(&l, &c);
     shutdown(l.fd[0], SHUT_WR); /* no close_notify */
     int io;
     char buf[16];
@@ -1062,13 +1066,9 @@ Test(tls, watcher_polls_when_there_are_no_events, .timeout = 30)
 /* "Drained" is only said when nothing is left: every byte sent is read before it. */
 Test(tls, drained_only_when_nothing_is_left)
 {
-    certs[0] = pair("a", 1, "a.example.org", "DNS:a.example.org", 1, 10);
-    use_certs(1);
-    struct sy_tls *t = tls_ok();
-    SSL_CTX *c = client_ctx();
     struct link l;
-    link_open(&l, t, c, "a.example.org", NULL);
-    cr_assert(link_handshake(&l));
+    SSL_CTX *c;
+    struct sy_tls *t = open_a(&l, &c);
     static char msg[40000], got[40000];
     for (size_t i = 0; i < sizeof(msg); i++)
         msg[i] = (char)(i * 13);
