@@ -14,10 +14,18 @@ DOMAIN = "test.example.org"
 CA_READY = bool(shutil.which("pebble") and shutil.which("pebble-challtestsrv"))
 
 
+_ports_given = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port not handed out before in this run (bind(0) can repeat a closed one)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _ports_given:
+            _ports_given.add(port)
+            return port
 
 
 def wait_port(port, timeout=10.0, proc=None):

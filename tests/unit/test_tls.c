@@ -56,8 +56,11 @@ static void setup(void)
     cr_assert(X509_sign(ca, ca_key, EVP_sha256()) > 0);
 }
 
+static void free_certs(void);
+
 static void teardown(void)
 {
+    free_certs();
     char cmd[128];
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
     cr_assert_eq(system(cmd), 0);
@@ -133,6 +136,19 @@ static struct sy_tls_cert_conf pair(const char *name, int ec, const char *cn, co
 
 static struct sy_tls_cert_conf certs[8];
 static struct sy_config cfg;
+
+static void cert_conf_free(struct sy_tls_cert_conf *c)
+{
+    sy_free(c->cert);
+    sy_free(c->key);
+    c->cert = c->key = NULL;
+}
+
+static void free_certs(void)
+{
+    for (size_t i = 0; i < sizeof(certs) / sizeof(certs[0]); i++)
+        cert_conf_free(&certs[i]);
+}
 
 static void use_certs(size_t n)
 {
@@ -447,12 +463,14 @@ Test(tls, missing_and_bad_files_are_errors)
     assert_err(err, CONF_FILE ":12: no PEM certificate in ", "nope.crt");
     sy_free(err);
 
+    sy_free(certs[0].cert);
     certs[0].cert = real;
     char *realkey = certs[0].key;
     certs[0].key = path("nope.key");
     err = tls_err();
     assert_err(err, CONF_FILE ":12: cannot read key ", "No such file");
     sy_free(err);
+    sy_free(certs[0].key);
     certs[0].key = realkey;
     sy_tls_unref(tls_ok());
 }
@@ -1005,6 +1023,8 @@ Test(tls, watcher_fires_once_on_a_kubernetes_symlink_swap, .timeout = 30)
     sy_free(secret);
     sy_tls_unref(t);
     SSL_CTX_free(c);
+    cert_conf_free(&v1);
+    cert_conf_free(&v2);
 }
 
 Test(tls, watcher_fires_on_a_plain_overwrite, .timeout = 30)
@@ -1029,6 +1049,7 @@ Test(tls, watcher_fires_on_a_plain_overwrite, .timeout = 30)
     cr_assert_eq(wait_hits(2, 800), 1, "one call per burst");
     sy_tls_watch_stop(w);
     sy_free(other);
+    cert_conf_free(&b);
 }
 
 Test(tls, watcher_polls_when_there_are_no_events, .timeout = 30)
@@ -1060,7 +1081,7 @@ Test(tls, watcher_polls_when_there_are_no_events, .timeout = 30)
     sy_free(tmp);
     sy_free(crt);
     sy_free(key);
-    sy_free(cdir);
+    sy_free(cdir);    cert_conf_free(&b);
 }
 
 /* "Drained" is only said when nothing is left: every byte sent is read before it. */
