@@ -949,25 +949,32 @@ static int do_respond(struct sy_conn *c)
     return finish_request(c);
 }
 
+/*
+ * The handshake reads whenever it runs, whatever `readable` says, and with
+ * read-ahead its last read may take the first request along with the client's
+ * Finished. That request sits inside TLS, and the event of its arrival may
+ * already be harvested (an edge-triggered event reports the readiness of the
+ * moment it is read, EPOLLOUT only once the socket is empty). So once done,
+ * the head is read at once unless the last read left the socket empty with
+ * nothing buffered.
+ */
 static int do_handshake(struct sy_conn *c)
 {
     int r = sy_tls_handshake(c->tls);
     if (r == SY_TLS_DONE) {
         c->state = SY_ST_HEAD;
         c->t_client = now_ms(c);
+        c->readable = !sy_tls_drained(c->tls);
         return P_PROGRESS;
     }
+    /* OpenSSL only asks to wait after the socket said EAGAIN. */
     if (r == SY_TLS_WANT_READ) {
-        if (!c->readable)
-            return P_BLOCKED;
         c->readable = 0;
-        return P_PROGRESS;
+        return P_BLOCKED;
     }
     if (r == SY_TLS_WANT_WRITE) {
-        if (!c->writable)
-            return P_BLOCKED;
         c->writable = 0;
-        return P_PROGRESS;
+        return P_BLOCKED;
     }
     conn_close(c);
     return P_CLOSED;

@@ -84,9 +84,9 @@ def gateway(switchyard_bin, tmp_path):
     sanitizer report on stderr fails the test."""
     started = []
 
-    def make(config, wait_ready=True, name=None):
+    def make(config, wait_ready=True, name=None, env=None):
         idx = len(started)
-        gw = Gateway(switchyard_bin, tmp_path, config, name=name or "gw%d" % idx)
+        gw = Gateway(switchyard_bin, tmp_path, config, name=name or "gw%d" % idx, env=env)
         started.append(gw)
         gw.start()
         if wait_ready:

@@ -831,8 +831,9 @@ def run_async(coro, timeout=30):
 # ---------------------------------------------------------------- Gateway
 
 class Gateway:
-    def __init__(self, binary, tmp_path, config, name="gw"):
+    def __init__(self, binary, tmp_path, config, name="gw", env=None):
         self.binary = binary
+        self.env = dict(os.environ, **env) if env else None  # added to the environment
         self.dir = str(tmp_path)
         self.name = name
         self.path = os.path.join(self.dir, "%s.yaml" % name)
@@ -858,7 +859,7 @@ class Gateway:
         self._err = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen([self.binary, "-c", self.path], stdout=self._out,
                                      stderr=self._err, stdin=subprocess.DEVNULL, cwd=self.dir,
-                                     start_new_session=True)
+                                     start_new_session=True, env=self.env)
         self.pid = self.proc.pid
 
     def running(self):

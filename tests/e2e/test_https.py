@@ -51,7 +51,7 @@ class TlsGw:
 
 @pytest.fixture
 def start_tls(gateway, upstream, pki):
-    def start(redirect=False, hsts=HSTS, workers=1, timeouts=None, log=None, certs=None):
+    def start(redirect=False, hsts=HSTS, workers=1, timeouts=None, log=None, certs=None, env=None):
         ups = {"4.1.0": upstream("4.1.0"), "4.2.0": upstream("4.2.0")}
         h, s, a = free_port(), free_port(), free_port()
         cfg = tls_config(
@@ -61,7 +61,7 @@ def start_tls(gateway, upstream, pki):
              {"hosts": ["*"], "upstream": "v2"}],
             certs or [pki["a"], pki["wild"], pki["b"]], redirect=redirect, hsts=hsts,
             workers=workers, timeouts=timeouts, log=log)
-        return TlsGw(gateway(cfg), s, ups, pki)
+        return TlsGw(gateway(cfg, env=env), s, ups, pki)
     return start
 
 
@@ -415,3 +415,48 @@ def test_testssl_finds_nothing_high_or_critical(start_tls, pki, tmp_path):
     assert findings["TLS1_3"]["finding"].startswith("offered"), findings["TLS1_3"]
     # and the gateway kept serving
     assert gw.get("/", host="a.test").status == 200
+
+
+# ---------------------------------------------------------------- handshake and first request
+
+# Preloaded into the gateway: every read(2) that finds the socket empty takes 50 ms to say so.
+SLOW_EAGAIN = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <time.h>
+#include <unistd.h>
+
+ssize_t read(int fd, void *buf, size_t n)
+{
+    static ssize_t (*real)(int, void *, size_t);
+    if (!real)
+        real = (ssize_t (*)(int, void *, size_t))dlsym(RTLD_NEXT, "read");
+    ssize_t r = real(fd, buf, n);
+    if (r < 0 && errno == EAGAIN) {
+        struct timespec ts = {0, 50 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        errno = EAGAIN;
+    }
+    return r;
+}
+"""
+
+
+def test_first_request_read_along_with_the_handshake_is_answered(start_tls, tmp_path):
+    """The client's Finished and its first request can arrive while the gateway is still in
+    the handshake: read-ahead takes both into TLS, and the readiness event harvested later
+    says only EPOLLOUT (the socket is empty by then). The request waited for the keep-alive
+    timeout. A read(2) slow to report EAGAIN makes the client's bytes arrive in that window
+    on every connection."""
+    src, so = tmp_path / "slow_eagain.c", tmp_path / "slow_eagain.so"
+    src.write_text(SLOW_EAGAIN)
+    subprocess.run(["cc", "-shared", "-fPIC", "-O2", "-o", str(so), str(src), "-ldl"], check=True)
+    asan = os.environ.get("ASAN_OPTIONS", "")
+    gw = start_tls(env={"LD_PRELOAD": str(so),  # the ASan build wants its runtime first
+                        "ASAN_OPTIONS": (asan + ":" if asan else "") + "verify_asan_link_order=0"})
+    for tls in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
+        ctx = client_ctx(gw.pki["ca"].cert, maximum=tls)
+        for i in range(4):  # a stalled request ends in the client's 5 s socket timeout
+            r = https_request(gw.https_port, "GET", "/first-%d" % i, "a.test", ctx=ctx, timeout=5)
+            assert r.status == 200, (tls, i, r)
