@@ -49,7 +49,7 @@ def callgrind_total(path):
     return total
 
 
-def run_once(name, argv, env, port, requests, run_dir, tag, client):
+def run_once(name, argv, env, port, requests, run_dir, tag, client, tls=False):
     out = os.path.join(run_dir, "callgrind.%s.%s.out" % (name, tag))
     for f in glob.glob(out + "*"):
         os.unlink(f)
@@ -62,10 +62,10 @@ def run_once(name, argv, env, port, requests, run_dir, tag, client):
             raise RuntimeError("did not come up under valgrind (exit %s; log %s)" % (
                 proc.popen.returncode, proc.logfile))
         r = client.run([sys.executable, os.path.join(bench.BENCH, "fixedload.py"), "127.0.0.1",
-                        str(port), str(requests), "8"], timeout=900)
+                        str(port), str(requests), "8", "4.1.0"] + (["tls"] if tls else []), timeout=900)
         text = r.stdout.decode().strip()
         if r.returncode != 0:
-            raise RuntimeError("fixed client failed: %s" % text)
+            raise RuntimeError("fixed client failed: %s" % (text.splitlines() or ["?"])[-1])
     finally:
         proc.stop(grace=60)
         bench.Proc.registry.remove(proc) if proc in bench.Proc.registry else None
@@ -153,18 +153,28 @@ def main():
             ipr = (total - base) / args.requests
             results[name] = {"status": "ok", "instructions_per_request": round(ipr),
                              "instructions_warmup_run": base, "instructions_full_run": total}
-            bench.log("   %-10s %10.0f instructions/request" % (name, ipr))
+            # HTTPS: the same over 8 TLS connections; the 8 handshakes cancel out in the difference
+            base_s, _ = run_once(name, argv, env, https, args.warmup, run_dir, "tls-warmup", client, True)
+            total_s, _ = run_once(name, argv, env, https, args.warmup + args.requests, run_dir, "tls-full",
+                                  client, True)
+            ipr_s = (total_s - base_s) / args.requests
+            results[name].update({"instructions_per_https_request": round(ipr_s),
+                                  "instructions_https_warmup_run": base_s,
+                                  "instructions_https_full_run": total_s})
+            bench.log("   %-10s %10.0f instructions/request over HTTP, %10.0f over HTTPS" % (name, ipr, ipr_s))
         except Exception as e:  # a proxy that cannot run under valgrind is reported, not fatal
             results[name] = {"status": "n/a", "reason": str(e)}
             bench.loud("%s: n/a (%s)" % (name, str(e).splitlines()[0]))
 
-    sy = results.get("switchyard", {}).get("instructions_per_request")
     bench.log("")
-    for other in ("nginx", "haproxy", "caddy"):
-        o = results.get(other, {}).get("instructions_per_request")
-        bench.log("   switchyard/%-8s %s" % (other, bench.fmt(bench.ratio(sy, o), ".2f")))
+    for key, what in (("instructions_per_request", "HTTP"), ("instructions_per_https_request", "HTTPS")):
+        sy = results.get("switchyard", {}).get(key)
+        for other in ("nginx", "haproxy", "caddy"):
+            o = results.get(other, {}).get(key)
+            bench.log("   %-5s switchyard/%-8s %s" % (what, other, bench.fmt(bench.ratio(sy, o), ".2f")))
     data = {"timestamp": stamp, "requests": args.requests, "warmup": args.warmup,
-            "method": "callgrind Ir, (full run - warm-up run) / requests, one worker per proxy",
+            "method": "callgrind Ir, (full run - warm-up run) / requests, one worker per proxy; "
+                      "HTTPS over 8 keep-alive TLS connections",
             "results": results}
     path = os.path.join(args.results, "profile-%s.json" % stamp)
     with open(path, "w") as f:
