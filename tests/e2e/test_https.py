@@ -228,6 +228,15 @@ def test_keepalive_and_large_bodies_over_tls(start_tls, pki):
         # pipelined requests in one TLS record
         c.send(build_request("GET", "/p1", "a.test") + build_request("GET", "/p2", "a.test"))
         assert c.read_response().status == 200 and c.read_response().status == 200
+        # 20 pipelined requests, one TLS record each, corked into one TCP segment: the
+        # gateway reads them all at once and must answer every one without a new event
+        c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+        for i in range(20):
+            c.send(build_request("GET", "/r%d" % i, "a.test"))
+        c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+        for i in range(20):  # each answer, in order
+            r = c.read_response()
+            assert r.status == 200 and json.loads(r.body)["target"] == "/r%d" % i, (i, r)
     finally:
         c.close()
 
