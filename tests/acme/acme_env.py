@@ -7,25 +7,15 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import time
 import urllib.request
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from ports import free_port  # noqa: E402,F401  (shared with tests/e2e)
+
 DOMAIN = "test.example.org"
 CA_READY = bool(shutil.which("pebble") and shutil.which("pebble-challtestsrv"))
-
-
-_ports_given = set()
-
-
-def free_port():
-    """A free port not handed out before in this run (bind(0) can repeat a closed one)."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in _ports_given:
-            _ports_given.add(port)
-            return port
 
 
 def wait_port(port, timeout=10.0, proc=None):
@@ -89,10 +79,6 @@ class ChallTestSrv:
         self.proc.terminate()
         self.proc.wait(timeout=10)
         self.log.close()
-
-
-def start_challtestsrv(d):
-    return ChallTestSrv(d)
 
 
 class Pebble:

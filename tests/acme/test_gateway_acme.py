@@ -25,8 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from acme_env import (CA_READY, DOMAIN, Pebble, free_port, make_tls_ca, run,
-                      start_challtestsrv, thumbprint, wait_port, wait_until)
+from acme_env import CA_READY, DOMAIN, free_port, run, thumbprint, wait_port, wait_until
 
 HERE = Path(__file__).resolve().parent
 TOP = HERE.parent.parent
@@ -42,34 +41,6 @@ def binary():
     if not BINARY.exists():
         subprocess.run(["make", "-s", "-C", str(TOP), "all"], check=True)
     assert BINARY.exists(), f"{BINARY} missing"
-
-
-@pytest.fixture(scope="module")
-def tls_ca(tmp_path_factory):
-    return make_tls_ca(tmp_path_factory.mktemp("ca"))
-
-
-@pytest.fixture(scope="module")
-def dns(tmp_path_factory):
-    srv = start_challtestsrv(tmp_path_factory.mktemp("dns"))
-    yield srv.port
-    srv.stop()
-
-
-@pytest.fixture
-def pebble_factory(tmp_path, tls_ca, dns):
-    started = []
-
-    def start(http_port, validity=None):
-        d = tmp_path / f"pebble{len(started)}"
-        d.mkdir()
-        p = Pebble(d, tls_ca, dns, http_port, validity)
-        started.append(p)
-        return p
-
-    yield start
-    for p in started:
-        p.stop()
 
 
 class _Upstream(http.server.BaseHTTPRequestHandler):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from acme_env import ChallTestSrv, Pebble, free_port, make_tls_ca, run, thumbprint, wait_port
+from acme_env import free_port, run, thumbprint, wait_port
 
 HERE = Path(__file__).resolve().parent
 TOP = HERE.parent.parent
@@ -30,35 +30,6 @@ def driver_built():
     if not Path("/usr/bin/pebble").exists():
         pytest.skip("pebble is not installed")
     subprocess.run(["make", "-s", "-C", str(HERE)], check=True)
-
-
-@pytest.fixture(scope="module")
-def tls_ca(tmp_path_factory):
-    """A throw-away CA and a localhost certificate for pebble's HTTPS listener."""
-    return make_tls_ca(tmp_path_factory.mktemp("ca"))
-
-
-@pytest.fixture(scope="module")
-def dns(tmp_path_factory):
-    srv = ChallTestSrv(tmp_path_factory.mktemp("dns"))
-    yield srv.port
-    srv.stop()
-
-
-@pytest.fixture
-def pebble_factory(tmp_path, tls_ca, dns):
-    started = []
-
-    def start(http_port, validity=None):
-        d = tmp_path / f"pebble{len(started)}"
-        d.mkdir()
-        p = Pebble(d, tls_ca, dns, http_port, validity)
-        started.append(p)
-        return p
-
-    yield start
-    for p in started:
-        p.stop()
 
 
 class Driver:

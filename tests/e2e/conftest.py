@@ -44,13 +44,13 @@ def switchyard_bin():
     return path
 
 
-@pytest.fixture
-def upstream():
-    """Factory: upstream("4.1.0") starts a raw-socket HTTP/1.1 upstream."""
+def _servers(cls, default_name):
+    """Body of a factory fixture: make(name, **kw) starts a cls(name, **kw); all are
+    stopped at teardown."""
     started = []
 
-    def make(name="up", **kw):
-        u = Upstream(name, **kw)
+    def make(name=default_name, **kw):
+        u = cls(name, **kw)
         u.start()
         started.append(u)
         return u
@@ -58,22 +58,18 @@ def upstream():
     yield make
     for u in started:
         u.stop()
+
+
+@pytest.fixture
+def upstream():
+    """Factory: upstream("4.1.0") starts a raw-socket HTTP/1.1 upstream."""
+    yield from _servers(Upstream, "up")
 
 
 @pytest.fixture
 def ws_upstream():
     """Factory: ws_upstream("4.1.0") starts a websockets echo server."""
-    started = []
-
-    def make(name="ws"):
-        u = WsUpstream(name)
-        u.start()
-        started.append(u)
-        return u
-
-    yield make
-    for u in started:
-        u.stop()
+    yield from _servers(WsUpstream, "ws")
 
 
 @pytest.fixture

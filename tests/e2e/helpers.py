@@ -17,34 +17,20 @@ import select
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.parse
 
 import pytest
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from ports import free_port  # noqa: E402  (shared with tests/acme)
+
 STARTUP_TIMEOUT = 10.0
 
 
 # ---------------------------------------------------------------- utilities
-
-_handed_out = set()
-
-
-def free_port():
-    """A port free on 127.0.0.1 now, never handed out before in this run: the kernel may
-    give the same ephemeral port to two bind(0) calls in a row once the first is closed,
-    and a test asking for several ports at once needs them distinct."""
-    for _ in range(1000):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
-        if port not in _handed_out:
-            _handed_out.add(port)
-            return port
-    raise RuntimeError("no fresh free port after 1000 tries")
-
 
 def dead_port():
     """A port on 127.0.0.1 where nothing listens (connections are refused)."""
@@ -407,7 +393,65 @@ def metric_sum(samples, name, **labels):
 
 # ---------------------------------------------------------------- Upstream
 
-class Upstream:
+class ThreadedServer:
+    """A listening socket on 127.0.0.1 with one thread per accepted connection.
+    Subclasses define _serve(sock, conn_id); start() begins accepting, stop()
+    closes the listener and every accepted socket."""
+
+    def __init__(self, host="127.0.0.1", port=0, backlog=128):
+        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind((host, port))
+        self.lsock.listen(backlog)
+        self.port = self.lsock.getsockname()[1]
+        self.addr = "127.0.0.1:%d" % self.port
+        self.lock = threading.Lock()
+        self.conn_count = 0         # connections accepted so far; also the last id given
+        self.stopping = threading.Event()
+        self.socks = set()
+
+    def start(self):
+        threading.Thread(target=self._accept_loop, daemon=True).start()
+        return self
+
+    def stop(self):
+        self.stopping.set()
+        try:
+            self.lsock.close()
+        except OSError:
+            pass
+        with self.lock:
+            socks = list(self.socks)
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def _accept_loop(self):
+        self.lsock.settimeout(0.2)
+        while not self.stopping.is_set():
+            try:
+                s, _ = self.lsock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with self.lock:
+                self.conn_count += 1
+                cid = self.conn_count
+                self.socks.add(s)
+            threading.Thread(target=self._serve, args=(s, cid), daemon=True).start()
+
+    def _serve(self, s, cid):
+        raise NotImplementedError
+
+
+class Upstream(ThreadedServer):
     """Raw-socket HTTP/1.1 upstream. Behaviour by path:
 
     /slow?ms=N       wait N ms, then answer normally
@@ -431,45 +475,12 @@ class Upstream:
     MAX_KEEP_BODY = 1 << 20
 
     def __init__(self, name, host="127.0.0.1", port=0):
+        super().__init__(host, port)
         self.name = name
-        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.lsock.bind((host, port))
-        self.lsock.listen(128)
-        self.port = self.lsock.getsockname()[1]
-        self.addr = "127.0.0.1:%d" % self.port
-        self.lock = threading.Lock()
         self.requests = []          # completed request records
         self.started = []           # request records as soon as the head is read
-        self.conn_count = 0
         self.body_bytes = 0         # body bytes received so far, all requests
         self.tunnel_events = []
-        self.stopping = threading.Event()
-        self.threads = []
-        self.socks = set()
-
-    def start(self):
-        t = threading.Thread(target=self._accept_loop, daemon=True)
-        t.start()
-        self.threads.append(t)
-
-    def stop(self):
-        self.stopping.set()
-        try:
-            self.lsock.close()
-        except OSError:
-            pass
-        with self.lock:
-            socks = list(self.socks)
-        for s in socks:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            try:
-                s.close()
-            except OSError:
-                pass
 
     def conn_ids(self):
         with self.lock:
@@ -480,22 +491,6 @@ class Upstream:
             return [r["path"] for r in self.requests]
 
     # ---- internals
-
-    def _accept_loop(self):
-        self.lsock.settimeout(0.2)
-        while not self.stopping.is_set():
-            try:
-                s, _ = self.lsock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            with self.lock:
-                self.conn_count += 1
-                cid = self.conn_count
-                self.socks.add(s)
-            t = threading.Thread(target=self._serve, args=(s, cid), daemon=True)
-            t.start()
 
     def _recv(self, s, state):
         # poll so that stop() is noticed; sends stay blocking (slow readers are fine)

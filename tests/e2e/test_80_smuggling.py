@@ -15,12 +15,11 @@ for, and that the poisoned upstream connection is not used again.
 
 import socket
 import struct
-import threading
 import time
 
 import pytest
 
-from helpers import free_port, make_config
+from helpers import ThreadedServer, free_port, make_config
 
 HOST = "plain.test"
 SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: plain.test\r\n\r\n"
@@ -266,7 +265,7 @@ def test_forwarded_framing_is_normalised(smuggle_gw):
 # ---------------------------------------------------------------- responses
 
 
-class ScriptedUpstream:
+class ScriptedUpstream(ThreadedServer):
     """Answers each request with fixed bytes chosen by the request path
     (`script[path]`: bytes, or a list of (bytes, delay) pieces), and keeps
     the connection open afterwards unless the script says "close" (or "rst":
@@ -274,33 +273,10 @@ class ScriptedUpstream:
     (connection id, request line) for every request head it reads."""
 
     def __init__(self, script):
+        super().__init__(backlog=64)
         self.script = script
-        self.lsock = socket.socket()
-        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.lsock.bind(("127.0.0.1", 0))
-        self.lsock.listen(64)
-        self.addr = "127.0.0.1:%d" % self.lsock.getsockname()[1]
         self.seen = []
-        self.conns = 0
-        self.lock = threading.Lock()
-        self.stop_ev = threading.Event()
-        self.socks = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        self.lsock.settimeout(0.2)
-        while not self.stop_ev.is_set():
-            try:
-                s, _ = self.lsock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            with self.lock:
-                self.conns += 1
-                cid = self.conns
-                self.socks.append(s)
-            threading.Thread(target=self._serve, args=(s, cid), daemon=True).start()
+        self.start()
 
     def _serve(self, s, cid):
         buf = b""
@@ -334,15 +310,6 @@ class ScriptedUpstream:
             pass
         finally:
             s.close()
-
-    def stop(self):
-        self.stop_ev.set()
-        self.lsock.close()
-        for s in self.socks:
-            try:
-                s.close()
-            except OSError:
-                pass
 
 
 FAKE = b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\nX-Fake: yes\r\n\r\nhijack!"
@@ -412,7 +379,7 @@ def test_bad_upstream_responses(gateway):
                 failures.append("%s: client got %s (want %s)" % (path, outcome, allowed))
             # The poisoned connection must not be reused: the next request
             # arrives on a new upstream connection and gets the real answer.
-            before = up.conns
+            before = up.conn_count
             r = gw.get("/fine")
             if r.status != 200 or r.body != b"ok":
                 failures.append("%s: next request got %s %r" % (path, r.status, r.body))

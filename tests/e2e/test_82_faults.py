@@ -5,12 +5,11 @@ switchyard_upstream_errors_total{reason=...}, and no harm to other sites.
 """
 
 import socket
-import threading
 import time
 
 import pytest
 
-from helpers import dead_port, free_port, make_config, wait_for
+from helpers import ThreadedServer, dead_port, free_port, make_config, wait_for
 from test_80_smuggling import ScriptedUpstream
 
 
@@ -114,28 +113,17 @@ def test_unresolvable_name_is_502_and_others_are_served(faulty):
     assert "does-not-exist.invalid" in gw.stderr_text()
 
 
-class EndlessUpstream:
+class EndlessUpstream(ThreadedServer):
     """Answers every request with Content-Length: 4 GiB and streams until the
     gateway closes the connection. Records how many connections ended."""
 
     def __init__(self):
-        self.lsock = socket.socket()
-        self.lsock.bind(("127.0.0.1", 0))
-        self.lsock.listen(16)
-        self.addr = "127.0.0.1:%d" % self.lsock.getsockname()[1]
+        super().__init__(backlog=16)
         self.ended = 0
         self.sent = 0
-        threading.Thread(target=self._run, daemon=True).start()
+        self.start()
 
-    def _run(self):
-        while True:
-            try:
-                s, _ = self.lsock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(s,), daemon=True).start()
-
-    def _serve(self, s):
+    def _serve(self, s, cid):
         block = b"y" * 65536
         try:
             s.settimeout(30)
@@ -154,9 +142,6 @@ class EndlessUpstream:
         finally:
             s.close()
             self.ended += 1
-
-    def stop(self):
-        self.lsock.close()
 
 
 def test_endless_body_streams_and_client_can_abort(gateway, upstream):

@@ -9,11 +9,10 @@ pass through, and every byte arrives intact (checked by hash or count).
 import hashlib
 import os
 import socket
-import threading
 
 import pytest
 
-from helpers import free_port, make_config, wait_for
+from helpers import ThreadedServer, free_port, make_config, wait_for
 
 MB = int(os.environ.get("SWITCHYARD_BIG_BODY_MB", "200"))
 SIZE = MB << 20
@@ -38,27 +37,15 @@ def expected_sha(n):
     return h.hexdigest()
 
 
-class StreamUpstream:
+class StreamUpstream(ThreadedServer):
     """GET /cl?n / /chunked?n: streams n bytes of BLOCK. POST /sink: reads a
     Content-Length or chunked body, answers its length and sha256."""
 
     def __init__(self):
-        self.lsock = socket.socket()
-        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.lsock.bind(("127.0.0.1", 0))
-        self.lsock.listen(16)
-        self.addr = "127.0.0.1:%d" % self.lsock.getsockname()[1]
-        threading.Thread(target=self._run, daemon=True).start()
+        super().__init__(backlog=16)
+        self.start()
 
-    def _run(self):
-        while True:
-            try:
-                s, _ = self.lsock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(s,), daemon=True).start()
-
-    def _serve(self, s):
+    def _serve(self, s, cid):
         f = s.makefile("rb")
         try:
             while True:
@@ -118,9 +105,6 @@ class StreamUpstream:
             pass
         finally:
             s.close()
-
-    def stop(self):
-        self.lsock.close()
 
 
 @pytest.fixture

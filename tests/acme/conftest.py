@@ -1,0 +1,35 @@
+"""Fixtures shared by the ACME suites: a throw-away CA for pebble's HTTPS listener,
+one pebble-challtestsrv per module answering DNS with 127.0.0.1, and a factory of
+pebble instances (each test points its pebble's HTTP-01 port where it needs)."""
+import pytest
+
+from acme_env import ChallTestSrv, Pebble, make_tls_ca
+
+
+@pytest.fixture(scope="module")
+def tls_ca(tmp_path_factory):
+    """A throw-away CA and a localhost certificate for pebble's HTTPS listener."""
+    return make_tls_ca(tmp_path_factory.mktemp("ca"))
+
+
+@pytest.fixture(scope="module")
+def dns(tmp_path_factory):
+    srv = ChallTestSrv(tmp_path_factory.mktemp("dns"))
+    yield srv.port
+    srv.stop()
+
+
+@pytest.fixture
+def pebble_factory(tmp_path, tls_ca, dns):
+    started = []
+
+    def start(http_port, validity=None):
+        d = tmp_path / f"pebble{len(started)}"
+        d.mkdir()
+        p = Pebble(d, tls_ca, dns, http_port, validity)
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        p.stop()
