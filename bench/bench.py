@@ -509,19 +509,28 @@ def children_cpu():
     return ru.ru_utime + ru.ru_stime
 
 
-def timed_client(t, upstream, client, argv, seconds):
-    """Runs a load client; returns its result and the CPU seconds spent meanwhile by the
-    server under test, the load client itself and upstream A (None when t is upstream A)."""
+def per_req(res, key, seconds_used):
+    res[key] = round(seconds_used * 1e6 / res["requests"], 1) if res["requests"] and seconds_used is not None else None
+
+
+def run_load(t, upstream, client, argv, seconds, log_path, parse):
+    """Runs a load client against t, appends its output to log_path and returns (exit
+    status, output, parse(output) with the CPU per request of the server under test, of
+    the load client and of upstream A (None when t is upstream A), TCP segments sent)."""
     up = upstream if upstream is not None and upstream is not t.proc else None
     cpu0, up0, cl0, segs0 = t.proc.cpu_seconds(), up.cpu_seconds() if up else 0, children_cpu(), tcp_out_segs()
     r = client.run(argv, timeout=seconds + 30)
     cpu1, up1, cl1, segs1 = t.proc.cpu_seconds(), up.cpu_seconds() if up else 0, children_cpu(), tcp_out_segs()
+    text = r.stdout.decode("utf-8", "replace")
+    with open(log_path, "a") as f:
+        f.write("$ %s\n%s\n" % (" ".join(argv), text))
+    res = parse(text)
+    res["server_cpu_s"] = round(cpu1 - cpu0, 2)
+    per_req(res, "cpu_us_per_req", cpu1 - cpu0)
+    per_req(res, "client_cpu_us_per_req", cl1 - cl0)
+    per_req(res, "upstream_cpu_us_per_req", (up1 - up0) if up else None)
     segs = segs1 - segs0 if segs0 is not None and segs1 is not None else None
-    return r, cpu1 - cpu0, (up1 - up0) if up else None, cl1 - cl0, segs
-
-
-def per_req(res, key, seconds_used):
-    res[key] = round(seconds_used * 1e6 / res["requests"], 1) if res["requests"] and seconds_used is not None else None
+    return r.returncode, text, res, segs
 
 
 def run_wrk(t, kind, port, seconds, client, run_dir, upstream):
@@ -532,20 +541,13 @@ def run_wrk(t, kind, port, seconds, client, run_dir, upstream):
     if kind == "resumed":
         argv += ["-H", "Connection: close"]
     argv.append(url)
-    r, cpu, up_cpu, cl_cpu, segs = timed_client(t, upstream, client, argv, seconds)
-    text = r.stdout.decode("utf-8", "replace")
-    with open(os.path.join(run_dir, "wrk-%s-%s.txt" % (t.name, kind)), "a") as f:
-        f.write("$ %s\n%s\n" % (" ".join(argv), text))
-    res = parse_wrk(text)
+    rc, text, res, segs = run_load(t, upstream, client, argv, seconds,
+                                   os.path.join(run_dir, "wrk-%s-%s.txt" % (t.name, kind)), parse_wrk)
     # Every segment on loopback costs a send and a receive in the kernel: a
     # proxy that adds pure ACKs or splits answers shows it here.
     res["tcp_segs_per_req"] = round(segs / res["requests"], 2) if res["requests"] and segs is not None else None
-    res["server_cpu_s"] = round(cpu, 2)
-    per_req(res, "cpu_us_per_req", cpu)
-    per_req(res, "client_cpu_us_per_req", cl_cpu)
-    per_req(res, "upstream_cpu_us_per_req", up_cpu)
-    if r.returncode != 0 or res["rps"] is None or not res["requests"]:
-        res["error"] = "wrk failed (exit %d): %s" % (r.returncode, text.strip()[-300:])
+    if rc != 0 or res["rps"] is None or not res["requests"]:
+        res["error"] = "wrk failed (exit %d): %s" % (rc, text.strip()[-300:])
     elif res["non_2xx"] or res["socket_errors"]:
         res["warning"] = "%d non-2xx, %d socket errors" % (res["non_2xx"], res["socket_errors"])
     return res
@@ -564,17 +566,10 @@ def run_tlsload(t, port, seconds, client, run_dir, tlsload, upstream):
     """Full TLS handshakes per second (bench/tlsload.c): no session kept, no ticket asked."""
     argv = [tlsload, "-p", str(port), "-c", "64", "-d", str(seconds),
             "-H", "%s: 4.1.0" % VERSION_HEADER]
-    r, cpu, up_cpu, cl_cpu, _ = timed_client(t, upstream, client, argv, seconds)
-    text = r.stdout.decode("utf-8", "replace")
-    with open(os.path.join(run_dir, "tlsload-%s.txt" % t.name), "a") as f:
-        f.write("$ %s\n%s\n" % (" ".join(argv), text))
-    res = parse_tlsload(text)
-    res["server_cpu_s"] = round(cpu, 2)
-    per_req(res, "cpu_us_per_req", cpu)
-    per_req(res, "client_cpu_us_per_req", cl_cpu)
-    per_req(res, "upstream_cpu_us_per_req", up_cpu)
-    if r.returncode != 0 or res["rps"] is None or not res["requests"]:
-        res["error"] = "tlsload failed (exit %d): %s" % (r.returncode, text.strip()[-300:])
+    rc, text, res, _ = run_load(t, upstream, client, argv, seconds,
+                                os.path.join(run_dir, "tlsload-%s.txt" % t.name), parse_tlsload)
+    if rc != 0 or res["rps"] is None or not res["requests"]:
+        res["error"] = "tlsload failed (exit %d): %s" % (rc, text.strip()[-300:])
     elif res["resumed_handshakes"]:
         res["error"] = "%d handshakes were resumed in a full-handshake test" % res["resumed_handshakes"]
     elif res["non_2xx"]:

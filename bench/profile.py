@@ -147,20 +147,22 @@ def main():
                 bench.log("   %-10s n/a (no binary at %s)" % (name, args.switchyard))
                 continue
             argv = [args.switchyard, "-c", cfg]
+        def per_request(port, tag, tls):
+            """(full run - warm-up run) / requests: start-up, shutdown and, over TLS, the 8
+            handshakes cancel out."""
+            base, _ = run_once(name, argv, env, port, args.warmup, run_dir, tag + "warmup", client, tls)
+            total, _ = run_once(name, argv, env, port, args.warmup + args.requests, run_dir, tag + "full",
+                                client, tls)
+            return (total - base) / args.requests, base, total
+
         try:
-            base, _ = run_once(name, argv, env, http, args.warmup, run_dir, "warmup", client)
-            total, text = run_once(name, argv, env, http, args.warmup + args.requests, run_dir, "full", client)
-            ipr = (total - base) / args.requests
+            ipr, base, total = per_request(http, "", False)
+            ipr_s, base_s, total_s = per_request(https, "tls-", True)
             results[name] = {"status": "ok", "instructions_per_request": round(ipr),
-                             "instructions_warmup_run": base, "instructions_full_run": total}
-            # HTTPS: the same over 8 TLS connections; the 8 handshakes cancel out in the difference
-            base_s, _ = run_once(name, argv, env, https, args.warmup, run_dir, "tls-warmup", client, True)
-            total_s, _ = run_once(name, argv, env, https, args.warmup + args.requests, run_dir, "tls-full",
-                                  client, True)
-            ipr_s = (total_s - base_s) / args.requests
-            results[name].update({"instructions_per_https_request": round(ipr_s),
-                                  "instructions_https_warmup_run": base_s,
-                                  "instructions_https_full_run": total_s})
+                             "instructions_warmup_run": base, "instructions_full_run": total,
+                             "instructions_per_https_request": round(ipr_s),
+                             "instructions_https_warmup_run": base_s,
+                             "instructions_https_full_run": total_s}
             bench.log("   %-10s %10.0f instructions/request over HTTP, %10.0f over HTTPS" % (name, ipr, ipr_s))
         except Exception as e:  # a proxy that cannot run under valgrind is reported, not fatal
             results[name] = {"status": "n/a", "reason": str(e)}

@@ -6,6 +6,8 @@
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=bench/lib.sh
+. "$BENCH_DIR/lib.sh"
 REPO=$(cd "$BENCH_DIR/.." && pwd)
 RESULTS="$BENCH_DIR/results"
 BUILD=1
@@ -25,17 +27,7 @@ need=()
 for t in valgrind nginx haproxy caddy openssl; do
     command -v "$t" >/dev/null 2>&1 || [ -x "/usr/sbin/$t" ] || need+=("$t")
 done
-if [ ${#need[@]} -gt 0 ]; then
-    [ "$(id -u)" -eq 0 ] || { echo "profile.sh: missing ${need[*]}" >&2; exit 1; }
-    policy_added=0
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; policy_added=1
-    fi
-    rc=0
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"; } || rc=$?
-    [ "$policy_added" = 1 ] && rm -f /usr/sbin/policy-rc.d
-    [ "$rc" = 0 ] || exit 1
-fi
+install_packages profile.sh ${need[@]+"${need[@]}"}
 export PATH="$PATH:/usr/sbin:/sbin"
 
 if [ "$BUILD" = 1 ]; then

@@ -11,6 +11,8 @@
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=bench/lib.sh
+. "$BENCH_DIR/lib.sh"
 REPO=$(cd "$BENCH_DIR/.." && pwd)
 RESULTS="$BENCH_DIR/results"
 SWITCHYARD="$REPO/build/switchyard"
@@ -41,25 +43,7 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v curl    >/dev/null 2>&1 || need+=(curl)
 command -v taskset >/dev/null 2>&1 || need+=(util-linux)
 [ -x /usr/bin/python3 ] || need+=(python3)
-if [ ${#need[@]} -gt 0 ]; then
-    echo "== installing ${need[*]} (Debian packages)"
-    if [ "$(id -u)" -ne 0 ]; then
-        echo "run.sh: missing ${need[*]} and not root: install them first" >&2
-        exit 1
-    fi
-    # Keep the packages' system services from starting during installation:
-    # every server here is started by hand with its own config on high ports.
-    policy_added=0
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
-        chmod 755 /usr/sbin/policy-rc.d
-        policy_added=1
-    fi
-    rc=0
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"; } || rc=$?
-    [ "$policy_added" = 1 ] && rm -f /usr/sbin/policy-rc.d
-    [ "$rc" = 0 ] || { echo "run.sh: apt-get install failed" >&2; exit 1; }
-fi
+install_packages run.sh ${need[@]+"${need[@]}"}
 export PATH="$PATH:/usr/sbin:/sbin"
 
 for svc in nginx haproxy caddy; do
