@@ -902,19 +902,19 @@ class Gateway:
         return metric_sum(self.metrics(), name, **labels)
 
     # ---- logs
-    def stdout_text(self):
+    @staticmethod
+    def _text(path):
         try:
-            with open(self.stdout_path, "rb") as f:
+            with open(path, "rb") as f:
                 return f.read().decode("utf-8", "replace")
         except OSError:
             return ""
 
+    def stdout_text(self):
+        return self._text(self.stdout_path)
+
     def stderr_text(self):
-        try:
-            with open(self.stderr_path, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
+        return self._text(self.stderr_path)
 
     def access_log(self):
         out = []
