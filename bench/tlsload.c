@@ -40,8 +40,8 @@
 struct slot {
     int fd;
     SSL *ssl;
-    SSL_SESSION *sess; /* -k: the previous connection's session */
-    int state;         /* 0 connecting, 1 handshake, 2 writing, 3 reading */
+    SSL_SESSION *sess;                          /* -k: the previous connection's session */
+    enum { HANDSHAKE, WRITING, READING } state; /* connect() completes inside the handshake */
     size_t sent;
     size_t got;
     char head[16];
@@ -79,7 +79,7 @@ static void start(struct slot *s)
     int one = 1;
     setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     s->t0 = now();
-    s->state = 0;
+    s->state = HANDSHAKE;
     s->sent = s->got = 0;
     if (connect(s->fd, (struct sockaddr *)&sa, sizeof sa) < 0 && errno != EINPROGRESS)
         die("connect");
@@ -146,25 +146,23 @@ static int step(struct slot *s)
     for (;;) {
         int r, e;
         switch (s->state) {
-        case 0:
-        case 1:
-            s->state = 1;
+        case HANDSHAKE:
             r = SSL_connect(s->ssl);
             if (r == 1) {
-                s->state = 2;
+                s->state = WRITING;
                 continue;
             }
             return blocked_or_failed(s, r);
-        case 2:
+        case WRITING:
             r = SSL_write(s->ssl, req + s->sent, (int)(reqlen - s->sent));
             if (r > 0) {
                 s->sent += (size_t)r;
                 if (s->sent == reqlen)
-                    s->state = 3;
+                    s->state = READING;
                 continue;
             }
             return blocked_or_failed(s, r);
-        case 3: {
+        case READING: {
             char buf[16384];
             r = SSL_read(s->ssl, buf, sizeof buf);
             if (r > 0) {
