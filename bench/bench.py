@@ -602,6 +602,8 @@ def summarize(runs):
         "rps_max": max(r["rps"] for r in ok),
         "p50_ms": median_of(ok, "p50_ms"),
         "p99_ms": median_of(ok, "p99_ms"),
+        "p99_ms_min": min((r["p99_ms"] for r in ok if r.get("p99_ms") is not None), default=None),
+        "p99_ms_max": max((r["p99_ms"] for r in ok if r.get("p99_ms") is not None), default=None),
         "cpu_us_per_req": median_of(ok, "cpu_us_per_req"),
         "tcp_segs_per_req": median_of(ok, "tcp_segs_per_req"),
         "client_cpu_us_per_req": median_of(ok, "client_cpu_us_per_req"),
@@ -635,10 +637,13 @@ def main():
     quick = args.quick
     cfg = {
         "mode": "quick" if quick else "full",
-        "http_rounds": 1 if quick else 3,
-        "https_rounds": 1 if quick else 3,
+        # Five short rounds rather than three long ones: the same time, but the
+        # median (of p99 above all) rests on more runs, and with the order
+        # rotated each round every target runs once in every position.
+        "http_rounds": 1 if quick else 5,
+        "https_rounds": 1 if quick else 5,
         "handshake_rounds": 1 if quick else 3,
-        "seconds": 3 if quick else 10,
+        "seconds": 3 if quick else 6,
         "handshake_seconds": 2 if quick else 5,
         "resumed_rounds": 1 if quick else 3,
         "resumed_seconds": 1 if quick else 5,
@@ -759,7 +764,10 @@ def main():
     def rounds(kind, nrounds, seconds, order):
         for r in range(nrounds):
             log("\n== %s round %d/%d (%ds each)" % (kind, r + 1, nrounds, seconds))
-            for n in order:
+            # Rotate the order each round: no target always runs right after
+            # the same other one, or always first on a machine that just idled.
+            k = r % len(order)
+            for n in order[k:] + order[:k]:
                 t = targets[n]
                 if not t.usable(kind):
                     continue
@@ -864,6 +872,12 @@ def main():
                 LABEL[n], s["rps"], s["p50_ms"], s["p99_ms"], fmt(s["cpu_us_per_req"], ".1f"),
                 fmt(s.get("tcp_segs_per_req"), ".2f") if kind != "handshake" else "", rss,
                 "  errors=%d" % s["errors"] if s["errors"] else ""))
+        spread = ["%s %.2f-%.2f" % (LABEL[n], summary[n][kind]["p99_ms_min"], summary[n][kind]["p99_ms_max"])
+                  for n in (ORDER if kind == "http" else PROXIES)
+                  if summary[n][kind] and summary[n][kind]["rounds"] > 1
+                  and summary[n][kind]["p99_ms_min"] is not None]
+        if spread:
+            out("  p99 ms over the rounds, min-max: " + ", ".join(spread))
     out("")
     out("Where the CPU goes (us per request, medians; client = the load client, upstream = upstream A;")
     out("busy = share of the %d CPUs the three used together during the run)" % ncpu)
