@@ -903,6 +903,16 @@ def main():
                 % ("", best[0], best[2] / 1.3))
             out("  %-8s proxy cost of at most %.1f us/req beside this client and upstream (Switchyard: %.1f)"
                 % ("", best[2] / 1.3 - others, sy["cpu_us_per_req"]))
+        # A proxy with cores of its own is bound by its own CPU: requests per
+        # CPU-second of the proxy alone are what it would serve there (an estimate:
+        # on loopback the sender's CPU also pays for the peer's receive path).
+        per_core = ["%s %.2fx" % (LABEL[n], summary[n][kind]["cpu_us_per_req"] / sy["cpu_us_per_req"])
+                    for n in ("nginx", "haproxy")
+                    if sy and sy["cpu_us_per_req"] and summary[n][kind]
+                    and summary[n][kind]["cpu_us_per_req"]]
+        if per_core:
+            out("  %-8s requests per CPU-second of the proxy alone, Switchyard against: %s"
+                % ("", ", ".join(per_core)))
     out("")
     out("Memory (RSS summed over all processes of each server, KiB)")
     out("  %-20s %10s %11s %13s %12s" % ("", "idle", "after load", "%d idle conns" % cfg["idle_connections"],
