@@ -328,19 +328,82 @@ def test_two_gateways_share_storage(tmp_path, pebble_factory, gateways):
     assert b.metric('switchyard_acme_orders_total{result="valid"}') == 0
 
 
+class ValidationGate:
+    """TCP relay between pebble's HTTP-01 validation and the gateway's HTTP port.
+    Connections wait, unanswered, until open() is called; then bytes pass both
+    ways. While it is shut, an issuance cannot finish, however fast the machine."""
+
+    def __init__(self, target_port):
+        self.target = target_port
+        self.opened = threading.Event()
+        self.held = 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.sock.settimeout(0.2)
+        self.done = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def open(self):
+        self.opened.set()
+
+    def close(self):
+        self.done = True
+        self.opened.set()
+        self.sock.close()
+
+    def _accept(self):
+        while not self.done:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.held += 1
+            threading.Thread(target=self._relay, args=(c,), daemon=True).start()
+
+    def _relay(self, c):
+        self.opened.wait()
+        try:
+            u = socket.create_connection(("127.0.0.1", self.target), timeout=10)
+        except OSError:
+            c.close()
+            return
+
+        def pipe(a, b):
+            try:
+                while True:
+                    data = a.recv(65536)
+                    if not data:
+                        break
+                    b.sendall(data)
+            except OSError:
+                pass
+            for x in (a, b):
+                try:
+                    x.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+        threading.Thread(target=pipe, args=(u, c), daemon=True).start()
+        pipe(c, u)
+
+
 def test_kill9_during_issuance_then_recovery(tmp_path, pebble_factory, gateways):
     http_port = free_port()
-    pebble = pebble_factory(http_port)
+    gate = ValidationGate(http_port)
+    pebble = pebble_factory(gate.port)  # pebble validates through the gate
     root = pebble.root()
     storage = tmp_path / "storage"
     g = gateways("gw", pebble, storage, http_port=http_port)
-    wait_until(lambda: g.orders() >= 1, 30, "no order created:\n{log}", log=g.log, interval=0.01)
+    # Killed while pebble's validation is held: the order is certainly unfinished.
+    wait_until(lambda: g.orders() >= 1 and gate.held >= 1, 30,
+               "no order waiting for validation:\n{log}", log=g.log, interval=0.01)
     g.proc.send_signal(signal.SIGKILL)
     g.proc.wait(timeout=10)
     g.err.close()
     assert (storage / "lock").exists(), "the killed holder's lock should remain"
     assert stored_serial(storage) is None
 
+    gate.open()
     g.start()
     assert PLACEHOLDER_ORG in g.served()[1]
     serial = wait_issued(g, root, timeout=60)
@@ -351,6 +414,7 @@ def test_kill9_during_issuance_then_recovery(tmp_path, pebble_factory, gateways)
     assert serial == stored_serial(storage)
     wait_until(lambda: not (storage / "lock").exists(), 10, "lock not released")
     assert not list(storage.rglob("*.tmp.*")), "temporary files left behind"
+    gate.close()
 
 
 def test_kill9_between_key_and_certificate(tmp_path, pebble_factory, gateways):
