@@ -25,7 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from acme_env import CA_READY, DOMAIN, free_port, run, thumbprint, wait_port, wait_until
+from acme_env import (CA_READY, DOMAIN, ValidationGate, free_port, run, thumbprint, wait_port,
+                      wait_until)
 
 HERE = Path(__file__).resolve().parent
 TOP = HERE.parent.parent
@@ -326,65 +327,6 @@ def test_two_gateways_share_storage(tmp_path, pebble_factory, gateways):
     assert b.metric("switchyard_acme_certificate_expiry_timestamp_seconds") is not None
     assert a.metric('switchyard_acme_orders_total{result="valid"}') == 1
     assert b.metric('switchyard_acme_orders_total{result="valid"}') == 0
-
-
-class ValidationGate:
-    """TCP relay between pebble's HTTP-01 validation and the gateway's HTTP port.
-    Connections wait, unanswered, until open() is called; then bytes pass both
-    ways. While it is shut, an issuance cannot finish, however fast the machine."""
-
-    def __init__(self, target_port):
-        self.target = target_port
-        self.opened = threading.Event()
-        self.held = 0
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.sock.settimeout(0.2)
-        self.done = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def open(self):
-        self.opened.set()
-
-    def close(self):
-        self.done = True
-        self.opened.set()
-        self.sock.close()
-
-    def _accept(self):
-        while not self.done:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                continue
-            self.held += 1
-            threading.Thread(target=self._relay, args=(c,), daemon=True).start()
-
-    def _relay(self, c):
-        self.opened.wait()
-        try:
-            u = socket.create_connection(("127.0.0.1", self.target), timeout=10)
-        except OSError:
-            c.close()
-            return
-
-        def pipe(a, b):
-            try:
-                while True:
-                    data = a.recv(65536)
-                    if not data:
-                        break
-                    b.sendall(data)
-            except OSError:
-                pass
-            for x in (a, b):
-                try:
-                    x.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-        threading.Thread(target=pipe, args=(u, c), daemon=True).start()
-        pipe(c, u)
 
 
 def test_kill9_during_issuance_then_recovery(tmp_path, pebble_factory, gateways):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from acme_env import free_port, run, thumbprint, wait_port
+from acme_env import ValidationGate, free_port, run, thumbprint, wait_port
 
 HERE = Path(__file__).resolve().parent
 TOP = HERE.parent.parent
@@ -197,13 +197,15 @@ def test_two_replicas_one_order(tmp_path, pebble_factory):
 
 def test_kill9_during_issuance_then_recovery(tmp_path, pebble_factory):
     port = free_port()
-    pebble = pebble_factory(port)
+    gate = ValidationGate(port)
+    pebble = pebble_factory(gate.port)  # pebble validates through the gate
     storage = tmp_path / "storage"
     d = Driver(pebble, storage, port, tmp_path / "killed.log")
+    # Killed while pebble's validation is held: the order is certainly unfinished.
     end = time.time() + 30
-    while time.time() < end and "order created" not in d.logtext():
+    while time.time() < end and not ("order created" in d.logtext() and gate.held >= 1):
         time.sleep(0.01)
-    assert "order created" in d.logtext()
+    assert "order created" in d.logtext() and gate.held >= 1, d.logtext()
     d.proc.send_signal(signal.SIGKILL)
     d.proc.wait(timeout=10)
     d.err.close()
@@ -211,6 +213,7 @@ def test_kill9_during_issuance_then_recovery(tmp_path, pebble_factory):
     assert (storage / "lock").exists(), "the killed holder's lock should remain"
     assert not crt.exists()
 
+    gate.open()
     d2 = Driver(pebble, storage, port, tmp_path / "next.log", timeout=60)
     assert d2.wait() == 0, d2.logtext()
     log = d2.logtext()
@@ -219,3 +222,4 @@ def test_kill9_during_issuance_then_recovery(tmp_path, pebble_factory):
     assert "created account key" not in log  # the stored key is reused
     verify_chain(tmp_path, crt, pebble.root())
     assert not (storage / "lock").exists()
+    gate.close()
