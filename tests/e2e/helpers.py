@@ -445,7 +445,15 @@ class ThreadedServer:
                 self.conn_count += 1
                 cid = self.conn_count
                 self.socks.add(s)
-            threading.Thread(target=self._serve, args=(s, cid), daemon=True).start()
+            threading.Thread(target=self._serve_until_stopped, args=(s, cid), daemon=True).start()
+
+    def _serve_until_stopped(self, s, cid):
+        try:
+            self._serve(s, cid)
+        except OSError:
+            # stop() closes accepted sockets, possibly before _serve first used one
+            if not self.stopping.is_set():
+                raise
 
     def _serve(self, s, cid):
         raise NotImplementedError
