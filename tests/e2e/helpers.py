@@ -395,8 +395,9 @@ def metric_sum(samples, name, **labels):
 
 class ThreadedServer:
     """A listening socket on 127.0.0.1 with one thread per accepted connection.
-    Subclasses define _serve(sock, conn_id); start() begins accepting, stop()
-    closes the listener and every accepted socket."""
+    Subclasses define _serve(sock, conn_id); the socket is closed and forgotten
+    when it returns. start() begins accepting, stop() closes the listener and
+    every accepted socket still open."""
 
     def __init__(self, host="127.0.0.1", port=0, backlog=128):
         self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -454,6 +455,13 @@ class ThreadedServer:
             # stop() closes accepted sockets, possibly before _serve first used one
             if not self.stopping.is_set():
                 raise
+        finally:
+            with self.lock:
+                self.socks.discard(s)
+            try:
+                s.close()
+            except OSError:
+                pass
 
     def _serve(self, s, cid):
         raise NotImplementedError
@@ -525,13 +533,6 @@ class Upstream(ThreadedServer):
                     break
         except (OSError, EOFError):
             pass
-        finally:
-            with self.lock:
-                self.socks.discard(s)
-            try:
-                s.close()
-            except OSError:
-                pass
 
     def _read_line(self, s, state):
         while b"\r\n" not in state["buf"]:
