@@ -1,9 +1,10 @@
 """Fixtures shared by the ACME suites: a throw-away CA for pebble's HTTPS listener,
-one pebble-challtestsrv per module answering DNS with 127.0.0.1, and a factory of
-pebble instances (each test points its pebble's HTTP-01 port where it needs)."""
+one pebble-challtestsrv per module answering DNS with 127.0.0.1, a factory of
+pebble instances (each test points its pebble's HTTP-01 port where it needs) and
+one of validation gates."""
 import pytest
 
-from acme_env import ChallTestSrv, Pebble, make_tls_ca
+from acme_env import ChallTestSrv, Pebble, ValidationGate, make_tls_ca
 
 
 @pytest.fixture(scope="module")
@@ -33,3 +34,19 @@ def pebble_factory(tmp_path, tls_ca, dns):
     yield start
     for p in started:
         p.stop()
+
+
+@pytest.fixture
+def validation_gate():
+    """Factory: validation_gate(port) starts a ValidationGate in front of port; all are
+    closed at teardown."""
+    gates = []
+
+    def make(target_port):
+        g = ValidationGate(target_port)
+        gates.append(g)
+        return g
+
+    yield make
+    for g in gates:
+        g.close()

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from acme_env import (CA_READY, DOMAIN, ValidationGate, free_port, run, thumbprint, wait_port,
+from acme_env import (CA_READY, DOMAIN, free_port, run, thumbprint, wait_port,
                       wait_until)
 
 HERE = Path(__file__).resolve().parent
@@ -329,9 +329,9 @@ def test_two_gateways_share_storage(tmp_path, pebble_factory, gateways):
     assert b.metric('switchyard_acme_orders_total{result="valid"}') == 0
 
 
-def test_kill9_during_issuance_then_recovery(tmp_path, pebble_factory, gateways):
+def test_kill9_during_issuance_then_recovery(tmp_path, pebble_factory, gateways, validation_gate):
     http_port = free_port()
-    gate = ValidationGate(http_port)
+    gate = validation_gate(http_port)
     pebble = pebble_factory(gate.port)  # pebble validates through the gate
     root = pebble.root()
     storage = tmp_path / "storage"
@@ -356,7 +356,6 @@ def test_kill9_during_issuance_then_recovery(tmp_path, pebble_factory, gateways)
     assert serial == stored_serial(storage)
     wait_until(lambda: not (storage / "lock").exists(), 10, "lock not released")
     assert not list(storage.rglob("*.tmp.*")), "temporary files left behind"
-    gate.close()
 
 
 def test_kill9_between_key_and_certificate(tmp_path, pebble_factory, gateways):

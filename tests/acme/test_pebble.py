@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from acme_env import ValidationGate, free_port, run, thumbprint, wait_port
+from acme_env import free_port, run, thumbprint, wait_port
 
 HERE = Path(__file__).resolve().parent
 TOP = HERE.parent.parent
@@ -195,9 +195,9 @@ def test_two_replicas_one_order(tmp_path, pebble_factory):
     assert key_matches(crt, key)
 
 
-def test_kill9_during_issuance_then_recovery(tmp_path, pebble_factory):
+def test_kill9_during_issuance_then_recovery(tmp_path, pebble_factory, validation_gate):
     port = free_port()
-    gate = ValidationGate(port)
+    gate = validation_gate(port)
     pebble = pebble_factory(gate.port)  # pebble validates through the gate
     storage = tmp_path / "storage"
     d = Driver(pebble, storage, port, tmp_path / "killed.log")
@@ -222,4 +222,3 @@ def test_kill9_during_issuance_then_recovery(tmp_path, pebble_factory):
     assert "created account key" not in log  # the stored key is reused
     verify_chain(tmp_path, crt, pebble.root())
     assert not (storage / "lock").exists()
-    gate.close()
