@@ -107,16 +107,21 @@ class Proc:
                 pass
         return rss, pss
 
-    def cpu_seconds(self):
-        total = 0
+    def cpu_split(self):
+        """(user, kernel) CPU seconds used so far by all processes of this server."""
+        user = kernel = 0
         for p in self.tree():
             try:
                 with open("/proc/%d/stat" % p) as f:
                     fields = f.read().rsplit(")", 1)[1].split()
-                total += int(fields[11]) + int(fields[12])  # utime + stime
+                user += int(fields[11])  # utime
+                kernel += int(fields[12])  # stime
             except OSError:
                 pass
-        return total / CLK_TCK
+        return user / CLK_TCK, kernel / CLK_TCK
+
+    def cpu_seconds(self):
+        return sum(self.cpu_split())
 
     def tail(self, n=8):
         try:
@@ -518,15 +523,17 @@ def run_load(t, upstream, client, argv, seconds, log_path, parse):
     status, output, parse(output) with the CPU per request of the server under test, of
     the load client and of upstream A (None when t is upstream A), TCP segments sent)."""
     up = upstream if upstream is not None and upstream is not t.proc else None
-    cpu0, up0, cl0, segs0 = t.proc.cpu_seconds(), up.cpu_seconds() if up else 0, children_cpu(), tcp_out_segs()
+    (usr0, sys0), up0, cl0, segs0 = t.proc.cpu_split(), up.cpu_seconds() if up else 0, children_cpu(), tcp_out_segs()
     r = client.run(argv, timeout=seconds + 30)
-    cpu1, up1, cl1, segs1 = t.proc.cpu_seconds(), up.cpu_seconds() if up else 0, children_cpu(), tcp_out_segs()
+    (usr1, sys1), up1, cl1, segs1 = t.proc.cpu_split(), up.cpu_seconds() if up else 0, children_cpu(), tcp_out_segs()
+    cpu0, cpu1 = usr0 + sys0, usr1 + sys1
     text = r.stdout.decode("utf-8", "replace")
     with open(log_path, "a") as f:
         f.write("$ %s\n%s\n" % (" ".join(argv), text))
     res = parse(text)
     res["server_cpu_s"] = round(cpu1 - cpu0, 2)
     per_req(res, "cpu_us_per_req", cpu1 - cpu0)
+    per_req(res, "kernel_cpu_us_per_req", sys1 - sys0)
     per_req(res, "client_cpu_us_per_req", cl1 - cl0)
     per_req(res, "upstream_cpu_us_per_req", (up1 - up0) if up else None)
     segs = segs1 - segs0 if segs0 is not None and segs1 is not None else None
@@ -605,6 +612,7 @@ def summarize(runs):
         "p99_ms_min": min((r["p99_ms"] for r in ok if r.get("p99_ms") is not None), default=None),
         "p99_ms_max": max((r["p99_ms"] for r in ok if r.get("p99_ms") is not None), default=None),
         "cpu_us_per_req": median_of(ok, "cpu_us_per_req"),
+        "kernel_cpu_us_per_req": median_of(ok, "kernel_cpu_us_per_req"),
         "tcp_segs_per_req": median_of(ok, "tcp_segs_per_req"),
         "client_cpu_us_per_req": median_of(ok, "client_cpu_us_per_req"),
         "upstream_cpu_us_per_req": median_of(ok, "upstream_cpu_us_per_req"),
@@ -880,9 +888,11 @@ def main():
             out("  p99 ms over the rounds, min-max: " + ", ".join(spread))
     out("")
     out("Where the CPU goes (us per request, medians; client = the load client, upstream = upstream A;")
+    out("in kernel = the part of the proxy's own CPU spent in system calls and the network stack;")
     out("busy = share of the %d CPUs the three used together during the run)" % ncpu)
     for kind in ("http", "https"):
-        out("  %-8s %-20s %9s %9s %9s %9s %7s" % (kind, "", "proxy", "client", "upstream", "total", "busy"))
+        out("  %-8s %-20s %9s %9s %9s %9s %9s %7s" % (kind, "", "proxy", "in kernel", "client", "upstream",
+                                                     "total", "busy"))
         best = None
         for n in (ORDER if kind == "http" else PROXIES):
             sm = summary[n][kind]
@@ -892,8 +902,8 @@ def main():
             total = sum(parts)
             if n in ("nginx", "haproxy") and (best is None or sm["rps"] > best[1]):
                 best = (n, sm["rps"], total)
-            out("  %-8s %-20s %9.1f %9.1f %9s %9.1f %6.0f%%" % (
-                "", LABEL[n], parts[0], parts[1],
+            out("  %-8s %-20s %9.1f %9s %9.1f %9s %9.1f %6.0f%%" % (
+                "", LABEL[n], parts[0], fmt(sm.get("kernel_cpu_us_per_req"), ".1f"), parts[1],
                 fmt(sm["upstream_cpu_us_per_req"], ".1f") if n != "direct" else "-",
                 total, 100.0 * total * sm["rps"] / 1e6 / ncpu))
         sy = summary["switchyard"][kind]
@@ -901,8 +911,15 @@ def main():
             others = sy["client_cpu_us_per_req"] + (sy["upstream_cpu_us_per_req"] or 0.0)
             out("  %-8s with the machine saturated, 1.3x %s's req/s needs a total of %.1f us/req, so a"
                 % ("", best[0], best[2] / 1.3))
-            out("  %-8s proxy cost of at most %.1f us/req beside this client and upstream (Switchyard: %.1f)"
+            out("  %-8s proxy cost of at most %.1f us/req beside this client and upstream (Switchyard: %.1f,"
                 % ("", best[2] / 1.3 - others, sy["cpu_us_per_req"]))
+            out("  %-8s of which %s in the kernel)" % ("", fmt(sy.get("kernel_cpu_us_per_req"), ".1f")))
+            direct = summary["direct"].get(kind)
+            if direct and direct.get("kernel_cpu_us_per_req") is not None:
+                k = direct["kernel_cpu_us_per_req"]
+                out("  %-8s the direct upstream spends %.1f us/req in the kernel on its one socket; a proxy"
+                    % ("", k))
+                out("  %-8s serves two sockets per request (client and upstream): about %.1f us/req" % ("", 2 * k))
         # A proxy with cores of its own is bound by its own CPU: requests per
         # CPU-second of the proxy alone are what it would serve there (an estimate:
         # on loopback the sender's CPU also pays for the peer's receive path).
