@@ -2,9 +2,12 @@
 one pebble-challtestsrv per module answering DNS with 127.0.0.1, a factory of
 pebble instances (each test points its pebble's HTTP-01 port where it needs) and
 one of validation gates."""
+import itertools
+
 import pytest
 
 from acme_env import ChallTestSrv, Pebble, ValidationGate, make_tls_ca
+from factory import made_until_teardown  # tests/lib, put on the path by acme_env
 
 
 @pytest.fixture(scope="module")
@@ -22,31 +25,20 @@ def dns(tmp_path_factory):
 
 @pytest.fixture
 def pebble_factory(tmp_path, tls_ca, dns):
-    started = []
+    """Factory: pebble_factory(http_port, validity=None) starts a pebble in a directory of
+    its own; all are stopped at teardown."""
+    n = itertools.count()
 
     def start(http_port, validity=None):
-        d = tmp_path / f"pebble{len(started)}"
+        d = tmp_path / f"pebble{next(n)}"
         d.mkdir()
-        p = Pebble(d, tls_ca, dns, http_port, validity)
-        started.append(p)
-        return p
+        return Pebble(d, tls_ca, dns, http_port, validity)
 
-    yield start
-    for p in started:
-        p.stop()
+    yield from made_until_teardown(start, Pebble.stop)
 
 
 @pytest.fixture
 def validation_gate():
     """Factory: validation_gate(port) starts a ValidationGate in front of port; all are
     closed at teardown."""
-    gates = []
-
-    def make(target_port):
-        g = ValidationGate(target_port)
-        gates.append(g)
-        return g
-
-    yield make
-    for g in gates:
-        g.close()
+    yield from made_until_teardown(ValidationGate, ValidationGate.close)

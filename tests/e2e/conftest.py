@@ -23,6 +23,7 @@ from helpers import (  # noqa: E402
     WsUpstream,
     free_port,
 )
+from factory import made_until_teardown  # noqa: E402  (tests/lib, put on the path by helpers)
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
@@ -47,17 +48,12 @@ def switchyard_bin():
 def _servers(cls, default_name):
     """Body of a factory fixture: make(name, **kw) starts a cls(name, **kw); all are
     stopped at teardown."""
-    started = []
-
-    def make(name=default_name, **kw):
+    def start(name=default_name, **kw):
         u = cls(name, **kw)
         u.start()
-        started.append(u)
         return u
 
-    yield make
-    for u in started:
-        u.stop()
+    yield from made_until_teardown(start, cls.stop)
 
 
 @pytest.fixture
