@@ -27,6 +27,7 @@ import pytest
 
 from acme_env import (CA_READY, DOMAIN, free_port, run, thumbprint, wait_port,
                       wait_until)
+from factory import made_until_teardown  # tests/lib, put on the path by acme_env
 
 HERE = Path(__file__).resolve().parent
 TOP = HERE.parent.parent
@@ -150,16 +151,12 @@ tls:
 
 @pytest.fixture
 def gateways(tmp_path, upstream_port):
-    started = []
-
+    """Factory: gateways(name, pebble, storage, **kw) starts a Gateway; all are stopped
+    at teardown."""
     def start(name, pebble, storage, **kw):
-        g = Gateway(tmp_path, name, pebble, storage, upstream_port, **kw)
-        started.append(g)
-        return g
+        return Gateway(tmp_path, name, pebble, storage, upstream_port, **kw)
 
-    yield start
-    for g in started:
-        g.stop()
+    yield from made_until_teardown(start, Gateway.stop)
 
 
 def served_cert(port, verify_root=None):
