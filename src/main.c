@@ -298,12 +298,24 @@ static void raise_nofile(uint32_t want)
 static void drain_and_exit(void)
 {
     struct sy_snapshot *cur = atomic_load(&sy_proc.current);
-    uint64_t until = mono_ms() + cur->cfg->timeouts.drain_ms;
-    sy_log_info("main", "draining: no new connections, finishing requests in flight (up to %u ms)",
-                cur->cfg->timeouts.drain_ms);
+    uint64_t start = mono_ms();
+    uint64_t until = start + cur->cfg->timeouts.drain_ms;
+    uint64_t grace = cur->cfg->timeouts.drain_grace_ms;
+    /* Not ready from now on: /readyz answers 503 before this line is logged. */
     atomic_store(&sy_proc.draining, 1);
+    sy_log_info("main", "draining: finishing requests in flight (up to %u ms)%s",
+                cur->cfg->timeouts.drain_ms,
+                grace ? ", still accepting during timeouts.drain_grace" : ", no new connections");
     for (unsigned i = 0; i < sy_proc.nworkers; i++)
-        sy_worker_drain(&sy_proc.workers[i]);
+        sy_worker_drain(&sy_proc.workers[i], 1);
+    if (grace) {
+        uint64_t stop_at = start + grace < until ? start + grace : until;
+        while (mono_ms() < stop_at)
+            usleep(10000);
+        sy_log_info("main", "draining: no new connections");
+    }
+    for (unsigned i = 0; i < sy_proc.nworkers; i++)
+        sy_worker_drain(&sy_proc.workers[i], 2);
     for (;;) {
         uint32_t open = 0;
         for (unsigned i = 0; i < sy_proc.nworkers; i++) {

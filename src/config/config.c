@@ -346,17 +346,18 @@ static int load_timeouts(struct ctx *c, yaml_node_t *n)
     struct field f[] = {{"client_header", 0, 0},     {"client_body", 0, 0},
                         {"keepalive", 0, 0},         {"upstream_connect", 0, 0},
                         {"upstream_response", 0, 0}, {"tunnel_idle", 0, 0},
-                        {"drain", 0, 0}};
+                        {"drain", 0, 0},             {"drain_grace", 0, 0}};
     uint32_t *dst[] = {&c->cfg->timeouts.client_header_ms,   &c->cfg->timeouts.client_body_ms,
                        &c->cfg->timeouts.keepalive_ms,       &c->cfg->timeouts.upstream_connect_ms,
                        &c->cfg->timeouts.upstream_response_ms, &c->cfg->timeouts.tunnel_idle_ms,
-                       &c->cfg->timeouts.drain_ms};
+                       &c->cfg->timeouts.drain_ms,       &c->cfg->timeouts.drain_grace_ms};
     /* keepalive 0 turns client keep-alive off; drain 0 exits at once. */
-    static const uint32_t min_ms[] = {1, 1, 0, 1, 1, 1, 0};
+    static const uint32_t min_ms[] = {1, 1, 0, 1, 1, 1, 0, 0};
+    enum { NFIELDS = sizeof(f) / sizeof(f[0]) };
 
-    if (get_fields(c, n, "timeouts", f, 7) < 0)
+    if (get_fields(c, n, "timeouts", f, NFIELDS) < 0)
         return -1;
-    for (size_t i = 0; i < 7; i++) {
+    for (size_t i = 0; i < NFIELDS; i++) {
         char what[64];
         if (!f[i].val)
             continue;

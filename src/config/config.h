@@ -131,6 +131,7 @@ struct sy_config {
         uint32_t upstream_response_ms;  /* default 60s: waiting for / between response bytes (504) */
         uint32_t tunnel_idle_ms;    /* default 1h: Upgrade tunnels with no byte either way */
         uint32_t drain_ms;          /* default 30s: SIGTERM grace */
+        uint32_t drain_grace_ms;    /* default 0: keep accepting this long after SIGTERM */
     } timeouts;
     struct {
         int access;                 /* default 1: JSON access log on stdout */

@@ -21,4 +21,15 @@ void sy_log(enum sy_log_level level, const char *module, const char *fmt, ...)
             sy_log(SY_LOG_DEBUG, mod, __VA_ARGS__);                                              \
     } while (0)
 
+/*
+ * SY_BUG_ON(cond): a broken internal rule (not a bad input). Logs where and
+ * aborts, in every build: continuing would corrupt memory or state.
+ */
+void sy_bug(const char *file, int line, const char *cond) __attribute__((noreturn));
+#define SY_BUG_ON(cond)                                                                          \
+    do {                                                                                         \
+        if (__builtin_expect(!!(cond), 0))                                                       \
+            sy_bug(__FILE__, __LINE__, #cond);                                                   \
+    } while (0)
+
 #endif

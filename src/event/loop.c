@@ -16,6 +16,7 @@
 struct sy_loop {
     int epfd;
     int stop;
+    int dispatching;           /* inside an event batch or its timers */
     uint64_t now;
     struct sy_timer **heap;
     size_t nheap, capheap;
@@ -213,6 +214,11 @@ void sy_loop_wake(struct sy_loop *loop)
     (void)r;
 }
 
+int sy_loop_dispatching(const struct sy_loop *loop)
+{
+    return loop->dispatching;
+}
+
 void sy_loop_stop(struct sy_loop *loop)
 {
     loop->stop = 1;
@@ -242,6 +248,7 @@ void sy_loop_run(struct sy_loop *l)
             break;
         }
         sy_loop_update_time(l);
+        l->dispatching = 1;
         /* Two passes: sockets marked `first` (pooled idle upstream connections) are handled
          * before anything in the same batch can pick them up for a new request. */
         int later = 0;
@@ -257,6 +264,7 @@ void sy_loop_run(struct sy_loop *l)
             io->cb(io, evs[i].events);
         }
         run_timers(l);
+        l->dispatching = 0;
         if (l->idle_cb)
             l->idle_cb(l, l->idle_arg);
     }

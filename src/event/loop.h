@@ -67,7 +67,11 @@ void sy_timer_arm(struct sy_loop *loop, struct sy_timer *t, uint64_t at);
 void sy_timer_set(struct sy_loop *loop, struct sy_timer *t, uint64_t at);
 void sy_timer_cancel(struct sy_loop *loop, struct sy_timer *t);
 
-/* Called at the end of every loop iteration (after events and timers). */
+/*
+ * Called at the end of every loop iteration (after events and timers). This
+ * is the only place where objects closed during the iteration may be freed:
+ * any later event or timer of the same iteration may still name them.
+ */
 typedef void (*sy_loop_idle_cb)(struct sy_loop *loop, void *arg);
 void sy_loop_set_idle(struct sy_loop *loop, sy_loop_idle_cb cb, void *arg);
 
@@ -75,6 +79,13 @@ void sy_loop_set_idle(struct sy_loop *loop, sy_loop_idle_cb cb, void *arg);
 typedef void (*sy_loop_wake_cb)(struct sy_loop *loop, void *arg);
 void sy_loop_set_wake(struct sy_loop *loop, sy_loop_wake_cb cb, void *arg);
 void sy_loop_wake(struct sy_loop *loop);
+
+/*
+ * 1 while the loop dispatches an event batch or its timers (wake-ups
+ * included), 0 in the end-of-iteration callback and outside the loop. Code
+ * that frees objects an event may name asserts that this is 0.
+ */
+int sy_loop_dispatching(const struct sy_loop *loop);
 
 /* Runs until sy_loop_stop(). */
 void sy_loop_run(struct sy_loop *loop);

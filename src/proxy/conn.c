@@ -37,6 +37,7 @@ enum { P_BLOCKED = 0, P_PROGRESS = 1, P_CLOSED = -1 };
 static void pump(struct sy_conn *c);
 static void conn_close(struct sy_conn *c);
 static int finish_request(struct sy_conn *c);
+static uint64_t deadline(struct sy_conn *c);
 
 static uint64_t now_us(void)
 {
@@ -1005,7 +1006,9 @@ static int finish_request(struct sy_conn *c)
     }
     sy__x_put(c);
     sy__free_out_buffers(c);
-    int close = c->resp_close || c->close_after || sy_atomic_draining();
+    /* Only when the answer said so: a drain that began while the answer was on its way
+     * leaves the connection to the drain's rule for idle ones (sy_conn_drain_start). */
+    int close = c->resp_close || c->close_after;
     if (close) {
         conn_close(c);
         return P_CLOSED;
@@ -1031,8 +1034,12 @@ static uint64_t deadline(struct sy_conn *c)
     case SY_ST_HANDSHAKE:
         return c->t_accept + cfg->timeouts.client_header_ms;
     case SY_ST_HEAD:
-        if (c->rlen == c->roff)
-            return c->t_client + cfg->timeouts.keepalive_ms;
+        if (c->rlen == c->roff) {
+            uint32_t idle = cfg->timeouts.keepalive_ms;
+            if (sy_atomic_draining() && idle > SY_DRAIN_IDLE_MS)
+                idle = SY_DRAIN_IDLE_MS;
+            return c->t_client + idle;
+        }
         return c->t_head_start + cfg->timeouts.client_header_ms;
     case SY_ST_PROXY: {
         if (c->connecting)
@@ -1301,6 +1308,7 @@ static void conn_close(struct sy_conn *c)
 
 void sy_conn_reap(struct sy_worker *w)
 {
+    SY_BUG_ON(sy_loop_dispatching(w->loop));
     while (!sy_list_empty(&w->closed)) {
         struct sy_conn *c = SY_CONTAINER_OF(w->closed.next, struct sy_conn, link);
         sy_list_remove(&c->link);
@@ -1309,15 +1317,49 @@ void sy_conn_reap(struct sy_worker *w)
     sy_upconn_reap(w);
 }
 
-/* Drain: close connections that sit idle between requests. */
-void sy_conn_close_all_idle(struct sy_worker *w)
+static int idle_between_requests(const struct sy_conn *c)
 {
-    struct sy_list *n, *next;
-    for (n = w->conns.next; n != &w->conns; n = next) {
-        next = n->next;
+    return c->state == SY_ST_HEAD && c->rlen == c->roff;
+}
+
+/*
+ * The drain's rule for keep-alive connections: one that is between requests
+ * is not cut at once, since its client may be sending the next request right
+ * now (that request would be lost). Its next request is answered, with
+ * Connection: close; a connection that stays idle for SY_DRAIN_IDLE_MS is
+ * closed by its timer (see deadline()).
+ */
+void sy_conn_drain_start(struct sy_worker *w)
+{
+    struct sy_list *n;
+    for (n = w->conns.next; n != &w->conns; n = n->next) {
         struct sy_conn *c = SY_CONTAINER_OF(n, struct sy_conn, link);
-        if (c->state == SY_ST_HEAD && c->rlen == c->roff)
-            conn_close(c);
+        if (idle_between_requests(c))
+            sy_timer_arm(w->loop, &c->timer, deadline(c));
+    }
+}
+
+/* Reads and drops what a socket holds, so that closing it sends a FIN, not a reset. */
+static void discard_input(int fd)
+{
+    char tmp[4096];
+    for (int i = 0; i < 64 && recv(fd, tmp, sizeof(tmp), MSG_DONTWAIT) > 0; i++)
+        ;
+}
+
+void sy_conn_close_all(struct sy_worker *w)
+{
+    while (!sy_list_empty(&w->conns)) {
+        struct sy_conn *c = SY_CONTAINER_OF(w->conns.next, struct sy_conn, link);
+        if (c->tls && c->state != SY_ST_HANDSHAKE)
+            sy_tls_shutdown(c->tls);
+        shutdown(c->io.fd, SHUT_WR);
+        discard_input(c->io.fd);
+        if (c->up) {
+            shutdown(c->up->io.fd, SHUT_WR);
+            discard_input(c->up->io.fd);
+        }
+        conn_close(c); /* moves c to the closed list */
     }
 }
 

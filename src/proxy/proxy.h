@@ -29,6 +29,8 @@ struct sy_exchange;
 #define SY_MAX_ADDRS 16
 #define SY_BUF_SIZE 16384
 #define SY_MAX_HEADERS_CAP 256
+/* While draining, a keep-alive connection idle this long is closed (ms). */
+#define SY_DRAIN_IDLE_MS 1000
 
 /* Addresses of one configured server, published by the resolver with a seqlock. */
 struct sy_server_rt {
@@ -102,7 +104,8 @@ struct sy_worker {
     struct sy_listener listeners[3];
     struct sy_wsnap *ws;                       /* current */
     _Atomic(struct sy_snapshot *) mailbox;     /* new snapshot handed over by main (with a ref) */
-    atomic_int draining;
+    atomic_int draining;                       /* 1: draining, 2: listeners to close */
+    int drain_started;                         /* worker thread only */
     int accept_paused;
     struct sy_timer accept_timer;
     struct sy_timer tick;
@@ -152,7 +155,13 @@ static inline int sy_atomic_draining(void)
 int sy_worker_open_listeners(struct sy_worker *w, const struct sy_config *cfg, char **err);
 int sy_worker_start(struct sy_worker *w, struct sy_snapshot *s);
 void sy_worker_deliver(struct sy_worker *w, struct sy_snapshot *s); /* takes a ref */
-void sy_worker_drain(struct sy_worker *w);
+/*
+ * Drain stage 1: answer with Connection: close, close idle keep-alive
+ * connections once they have been idle for SY_DRAIN_IDLE_MS, keep accepting.
+ * Stage 2: accept what the kernel holds, then close the public listeners
+ * (drain_ack set). Any thread.
+ */
+void sy_worker_drain(struct sy_worker *w, int stage);
 
 struct sy_wsnap *sy_wsnap_get(struct sy_worker *w);
 void sy_wsnap_unref(struct sy_wsnap *ws);
@@ -163,7 +172,11 @@ void sy_worker_buf_put(struct sy_worker *w, char *b);
 
 /* Connections (conn.c). */
 void sy_conn_accept(struct sy_worker *w, int fd, const struct sockaddr_storage *peer, int https);
-void sy_conn_close_all_idle(struct sy_worker *w);
+/* Drain started: idle keep-alive connections get the drain's idle deadline. */
+void sy_conn_drain_start(struct sy_worker *w);
+/* The drain time is over: every connection is closed, with a FIN (TLS: close_notify). */
+void sy_conn_close_all(struct sy_worker *w);
+/* Frees what was closed. End of a loop iteration only (sy_loop_dispatching() == 0). */
 void sy_conn_reap(struct sy_worker *w);
 void sy_admin_accept(struct sy_worker *w, int fd);
 

@@ -233,33 +233,36 @@ static void resume_accept(struct sy_timer *t)
             sy_loop_listener_enable(w->loop, &w->listeners[i].io, 1);
 }
 
-static void on_accept(struct sy_io *io, uint32_t events)
+/*
+ * Accepts up to 64 connections. Returns 1 when the listener may hold more.
+ * `last`: the listener is about to close, so the connection limit does not
+ * pause it: what the kernel already accepted is served, not reset.
+ */
+static int accept_batch(struct sy_listener *l, int last)
 {
-    (void)events;
-    struct sy_listener *l = SY_CONTAINER_OF(io, struct sy_listener, io);
     struct sy_worker *w = l->w;
     for (int i = 0; i < 64; i++) {
-        if (l->kind != SY_LISTEN_ADMIN && w->nconns >= w->max_conns) {
+        if (!last && l->kind != SY_LISTEN_ADMIN && w->nconns >= w->max_conns) {
             pause_accept(w);
-            return;
+            return 0;
         }
         struct sockaddr_storage peer;
         socklen_t plen = sizeof(peer);
-        int fd = accept4(io->fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = accept4(l->io.fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK)
-                return;
+                return 0;
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
                 sy_log_warn("worker", "accept: %s; pausing accepts for %d ms", strerror(errno),
                             ACCEPT_BACKOFF_MS);
-                if (l->kind != SY_LISTEN_ADMIN)
+                if (l->kind != SY_LISTEN_ADMIN && !last)
                     pause_accept(w);
-                return;
+                return 0;
             }
             sy_log_warn("worker", "accept: %s", strerror(errno));
-            return;
+            return 0;
         }
         if (l->kind == SY_LISTEN_ADMIN) {
             sy_admin_accept(w, fd);
@@ -269,6 +272,15 @@ static void on_accept(struct sy_io *io, uint32_t events)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         sy_conn_accept(w, fd, &peer, l->kind == SY_LISTEN_HTTPS);
     }
+    return 1;
+}
+
+static void on_accept(struct sy_io *io, uint32_t events)
+{
+    (void)events;
+    if (io->fd < 0)
+        return; /* closed by the drain earlier in this batch */
+    accept_batch(SY_CONTAINER_OF(io, struct sy_listener, io), 0);
 }
 
 /*
@@ -325,25 +337,39 @@ int sy_worker_open_listeners(struct sy_worker *w, const struct sy_config *cfg, c
 
 /* ---- the thread ---- */
 
+/*
+ * Wake-ups run inside the event batch: nothing here frees a connection (they
+ * are reaped in on_idle, at the end of the iteration). Drain, stage 1: idle
+ * keep-alive connections get the short drain deadline. Stage 2: what the
+ * kernel already accepted is taken, then the public listeners close.
+ */
 static void on_wake(struct sy_loop *loop, void *arg)
 {
     struct sy_worker *w = arg;
     take_mailbox(w);
-    if (atomic_load(&w->draining)) {
+    int stage = atomic_load(&w->draining);
+    if (stage && !w->drain_started) {
+        w->drain_started = 1;
+        sy_conn_drain_start(w);
+    }
+    if (stage >= 2 && !atomic_load(&w->drain_ack)) {
         for (int i = 0; i < 2; i++) {
-            if (w->listeners[i].io.fd >= 0) {
-                sy_loop_del(loop, &w->listeners[i].io);
-                close(w->listeners[i].io.fd);
-                w->listeners[i].io.fd = -1;
-            }
+            struct sy_listener *l = &w->listeners[i];
+            if (l->io.fd < 0)
+                continue;
+            for (int k = 0; k < 64 && accept_batch(l, 1); k++)
+                ;
+            sy_loop_del(loop, &l->io);
+            close(l->io.fd);
+            l->io.fd = -1;
         }
-        sy_conn_close_all_idle(w);
-        sy_conn_reap(w);
+        sy_timer_cancel(loop, &w->accept_timer);
         __atomic_store_n(&w->nconns_pub, w->nconns, __ATOMIC_RELAXED);
         atomic_store(&w->drain_ack, 1);
     }
 }
 
+/* The end of every loop iteration: the one place where closed objects are freed. */
 static void on_idle(struct sy_loop *loop, void *arg)
 {
     struct sy_worker *w = arg;
@@ -351,11 +377,13 @@ static void on_idle(struct sy_loop *loop, void *arg)
     if (w->loglen && (w->loglen > 16384 || sy_loop_now(loop) - w->log_flushed_at >= 100))
         sy_accesslog_flush(w);
     if (atomic_load(&w->draining)) {
-        sy_conn_close_all_idle(w);
-        sy_conn_reap(w);
         __atomic_store_n(&w->nconns_pub, w->nconns, __ATOMIC_RELAXED);
-        if (atomic_load(&sy_proc.draining) > 1)
+        if (atomic_load(&sy_proc.draining) > 1) {
+            /* The drain time is over: what is still open ends now, with a FIN. */
+            sy_conn_close_all(w);
+            sy_conn_reap(w);
             sy_loop_stop(loop);
+        }
     }
 }
 
@@ -406,8 +434,8 @@ int sy_worker_start(struct sy_worker *w, struct sy_snapshot *s)
     return pthread_create(&w->thread, NULL, worker_main, w) == 0 ? 0 : -1;
 }
 
-void sy_worker_drain(struct sy_worker *w)
+void sy_worker_drain(struct sy_worker *w, int stage)
 {
-    atomic_store(&w->draining, 1);
+    atomic_store(&w->draining, stage);
     sy_loop_wake(w->loop);
 }

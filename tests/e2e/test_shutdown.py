@@ -48,20 +48,7 @@ def test_sigterm_stops_accepting(gateway, upstream):
     t, results = in_flight(gw, u, "/slow?ms=3000")
     gw.signal(signal.SIGTERM)
 
-    def refused():
-        s = socket.socket()
-        s.settimeout(1)
-        try:
-            s.connect(("127.0.0.1", gw.http_port))
-            return False
-        except ConnectionRefusedError:
-            return True
-        except OSError as e:
-            return e.errno == errno.ECONNREFUSED
-        finally:
-            s.close()
-
-    wait_for(refused, 2.5, 0.05, "the listener to close while a request is in flight")
+    wait_for(lambda: _refused(gw.http_port), 2.5, 0.05, "the listener to close while a request is in flight")
     t.join(15)
     assert results and getattr(results[0], "status", None) == 200, results
     assert gw.proc.wait(15) == 0
@@ -97,3 +84,37 @@ def test_idle_keepalive_connection_does_not_hold_shutdown(gateway, upstream):
     gw.signal(signal.SIGTERM)
     assert gw.proc.wait(10) == 0
     conn.close()
+
+
+def test_drain_grace_keeps_accepting_then_closes_the_listener(gateway, upstream):
+    """timeouts.drain_grace: new connections are still served during the grace (each told to
+    close), /readyz already says 503; after it the listener is closed."""
+    u = upstream("u")
+    h, a = free_port(), free_port()
+    gw = gateway(make_config(h, a, {"u": [u.addr]}, [{"hosts": ["*"], "upstream": "u"}],
+                             timeouts={"drain": "10s", "drain_grace": "1500ms"}))
+    t, results = in_flight(gw, u, "/slow?ms=3000")
+    t0 = time.monotonic()
+    gw.signal(signal.SIGTERM)
+    wait_for(lambda: "draining" in gw.stderr_text(), 2, what="the drain to start")
+    assert gw.admin("/readyz", timeout=2).status == 503
+    r = gw.get("/during-grace", host="x.test", timeout=5)
+    assert r.status == 200 and (r.header("connection") or "").lower() == "close", r
+    assert time.monotonic() - t0 < 1.5  # still inside the grace
+    wait_for(lambda: _refused(gw.http_port), 5, 0.05, "the listener to close after the grace")
+    assert time.monotonic() - t0 >= 1.4
+    t.join(15)
+    assert results and getattr(results[0], "status", None) == 200, results
+    assert gw.proc.wait(15) == 0
+
+
+def _refused(port):
+    s = socket.socket()
+    s.settimeout(1)
+    try:
+        s.connect(("127.0.0.1", port))
+        return False
+    except OSError as e:
+        return isinstance(e, ConnectionRefusedError) or e.errno == errno.ECONNREFUSED
+    finally:
+        s.close()
