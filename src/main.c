@@ -22,6 +22,7 @@
 #include "config/config.h"
 #include "core/alloc.h"
 #include "core/log.h"
+#include "core/logq.h"
 #include "proxy/proxy.h"
 #include "tls/tls.h"
 
@@ -36,7 +37,11 @@ static const char usage[] =
     "cookie). Signals: SIGHUP reloads FILE (a bad file is refused and the running\n"
     "configuration keeps serving); SIGTERM or SIGINT stop accepting, finish the\n"
     "requests in flight within timeouts.drain_ms, and exit 0.\n"
-    "Access log: JSON lines on stdout. Errors: stderr. See docs/configuration.md.\n";
+    "Access log: JSON lines on stdout. Errors: stderr. A stalled reader never blocks\n"
+    "requests: lines beyond the buffers are dropped whole and counted in /metrics.\n"
+    "See docs/configuration.md.\n";
+
+#define LOG_FLUSH_MS 2000 /* at exit, the longest wait for stdout and stderr readers */
 
 static uint64_t mono_ms(void)
 {
@@ -339,7 +344,8 @@ static void drain_and_exit(void)
         sy_tls_watch_stop(watcher);
     sy_acme_stop(sy_proc.acme);
     sy_log_info("main", "stopped");
-    fflush(stdout);
+    /* Write out what the workers queued, but never wait long for a reader that stopped. */
+    sy_logq_flush(LOG_FLUSH_MS);
     _exit(0);
 }
 
@@ -406,6 +412,12 @@ int main(int argc, char **argv)
     sigaddset(&set, SIGINT);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     int sfd = signalfd(-1, &set, SFD_CLOEXEC);
+    /* From here on, log lines go through bounded rings and writer threads (they inherit the
+     * signal mask): a stdout or stderr reader that pauses never blocks a worker. */
+    if (sy_logq_start() < 0) {
+        fprintf(stderr, "switchyard: cannot start the log writers\n");
+        return 1;
+    }
     watch_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 
     raise_nofile(cfg->limits.max_connections);

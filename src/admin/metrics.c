@@ -3,8 +3,10 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/logq.h"
 
 const double sy_hist_bounds[SY_HIST_NBUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                                  0.1,   0.25,   0.5,   1,    2.5,   10};
@@ -239,6 +241,19 @@ void sy_metrics_render(struct sy_textbuf *b, struct sy_metrics *const *ms, size_
                          "# TYPE switchyard_accept_paused_total counter\n"
                          "switchyard_accept_paused_total %llu\n",
                       (unsigned long long)SUM(accept_paused));
+    static const struct {
+        const char *name, *help;
+        int fd;
+    } logs[2] = {
+        {"access", "Access log lines dropped because stdout was not keeping up.", STDOUT_FILENO},
+        {"error", "Error log lines dropped because stderr was not keeping up.", STDERR_FILENO},
+    };
+    for (size_t k = 0; k < 2; k++)
+        sy_textbuf_printf(b, "# HELP switchyard_%s_log_dropped_total %s\n"
+                             "# TYPE switchyard_%s_log_dropped_total counter\n"
+                             "switchyard_%s_log_dropped_total %llu\n",
+                          logs[k].name, logs[k].help, logs[k].name, logs[k].name,
+                          (unsigned long long)sy_logq_dropped(logs[k].fd));
     sy_textbuf_printf(b, "# HELP switchyard_client_errors_total Requests refused for the client's "
                          "fault, by status.\n# TYPE switchyard_client_errors_total counter\n");
     for (size_t k = 0; k < 8; k++)

@@ -1,9 +1,13 @@
 /*
  * accesslog.c: one JSON object per request on stdout.
  *
- * Lines are appended to a per-worker buffer and written with one write(2)
- * when it fills or at the end of a loop iteration at most every 100 ms, so
- * logging costs no system call per request under load.
+ * Lines are built in a per-worker staging buffer and moved, whole lines only,
+ * into the worker's stdout ring (core/logq.h) when the buffer is half full or
+ * at the end of a loop iteration at most every 100 ms. A writer thread writes
+ * the rings to stdout: logging costs the worker no system call per request
+ * under load, and a stdout reader that stops reading never blocks it. When
+ * the ring is full the lines that do not fit are dropped whole and counted
+ * (switchyard_access_log_dropped_total): stdout stays valid JSON lines.
  */
 #include <stdio.h>
 #include <string.h>
@@ -12,17 +16,36 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/logq.h"
 #include "proxy/conn.h"
 
-#define LOG_CAP 65536
-#define LOG_FLUSH_MS 100
+#define LOG_CAP 65536                 /* staging buffer */
+#define LOG_RING_CAP (256 * 1024)     /* lines waiting for a slow stdout reader, per worker */
+
+/* Moves the complete lines of the staging buffer to the ring; a line being built stays. */
+static void commit(struct sy_worker *w)
+{
+    if (!w->logring)
+        w->logring = sy_logq_ring_new(STDOUT_FILENO, LOG_RING_CAP);
+    if (w->log_line && w->logring)
+        sy_logq_put(w->logring, w->log, w->log_line);
+    memmove(w->log, w->log + w->log_line, w->loglen - w->log_line);
+    w->loglen -= w->log_line;
+    w->log_line = 0;
+}
 
 static void lput(struct sy_worker *w, const char *s, size_t n)
 {
+    if (w->log_overlong)
+        return;
     if (w->loglen + n > LOG_CAP)
-        sy_accesslog_flush(w);
-    if (n > LOG_CAP)
-        n = LOG_CAP;
+        commit(w);
+    if (w->loglen + n > LOG_CAP) {
+        /* One line longer than the staging buffer: dropped whole when it ends. */
+        w->log_overlong = 1;
+        w->loglen = w->log_line;
+        return;
+    }
     memcpy(w->log + w->loglen, s, n);
     w->loglen += n;
 }
@@ -69,6 +92,7 @@ void sy_accesslog_write(struct sy_conn *c, uint64_t duration_us)
     struct sy_worker *w = c->w;
     if (!w->log)
         w->log = sy_malloc(LOG_CAP);
+    w->log_line = w->loglen;
     struct timespec ts;
     struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -101,20 +125,19 @@ void sy_accesslog_write(struct sy_conn *c, uint64_t duration_us)
                    !c->x->log_upstream);
     lput_str_field(w, "request_id", c->x->reqid, strlen(c->x->reqid), 0);
     lput(w, "}\n", 2);
+    if (w->log_overlong) {
+        w->log_overlong = 0;
+        if (w->logring)
+            sy_logq_drop(w->logring, 1);
+    }
+    w->log_line = w->loglen;
     if (w->loglen > LOG_CAP / 2)
         sy_accesslog_flush(w);
 }
 
 void sy_accesslog_flush(struct sy_worker *w)
 {
-    size_t off = 0;
-    while (off < w->loglen) {
-        ssize_t n = write(STDOUT_FILENO, w->log + off, w->loglen - off);
-        if (n <= 0)
-            break; /* stdout gone or full: drop rather than block the loop */
-        off += (size_t)n;
-    }
-    w->loglen = 0;
+    commit(w);
     w->log_flushed_at = sy_loop_now(w->loop);
 }
 

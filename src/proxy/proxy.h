@@ -121,9 +121,14 @@ struct sy_worker {
     uint32_t nbuf_free;
     uint32_t buf_low;                          /* fewest free buffers during the last second */
     uint32_t ticks;
-    char *log;                                 /* access log buffer */
+    char *log;                                 /* access log staging buffer */
     size_t loglen;
+    size_t log_line;                           /* start of the line being built */
+    int log_overlong;                          /* that line outgrew the buffer: drop it */
+    struct sy_logq_ring *logring;              /* complete lines waiting for stdout */
     uint64_t log_flushed_at;
+    uint64_t log_reported[2];                  /* worker 0: drops already reported (stdout, stderr) */
+    uint64_t log_report_at[2];                 /* worker 0: when they were (loop ms) */
     uint64_t rng[2];
     uint64_t reqseq;
     struct sy_exchange *x_free;                /* free list of per-request states */

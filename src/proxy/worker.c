@@ -14,6 +14,7 @@
 
 #include "core/alloc.h"
 #include "core/log.h"
+#include "core/logq.h"
 #include "proxy/conn.h"
 #include "tls/tls.h"
 
@@ -25,6 +26,8 @@
 #define BUF_POOL_MAX 512
 #define BUF_POOL_KEEP 8
 #define ACCEPT_BACKOFF_MS 100
+#define LOG_REPORT_MS 10000
+#define LOG_REPORT_RETRY_MS 1000
 
 struct sy_process sy_proc;
 
@@ -387,12 +390,37 @@ static void on_idle(struct sy_loop *loop, void *arg)
     }
 }
 
+/*
+ * Worker 0 reports lines the log rings dropped (all workers' rings), at most once per
+ * LOG_REPORT_MS per stream. A report that is itself dropped (stderr still stalled) is tried
+ * again a second later, so it arrives soon after the reader resumes.
+ */
+static void report_log_drops(struct sy_worker *w)
+{
+    static const char *const what[2][2] = {{"access", "stdout"}, {"error", "stderr"}};
+    uint64_t now = sy_loop_now(w->loop);
+    for (int k = 0; k < 2; k++) {
+        uint64_t d = sy_logq_dropped(k == 0 ? STDOUT_FILENO : STDERR_FILENO);
+        if (d == w->log_reported[k] || (w->log_report_at[k] && now - w->log_report_at[k] <
+                                                                    LOG_REPORT_MS))
+            continue;
+        w->log_report_at[k] = now;
+        if (sy_log_warn("log", "%s log: %llu lines dropped, %s not keeping up", what[k][0],
+                        (unsigned long long)(d - w->log_reported[k]), what[k][1]) == 0)
+            w->log_reported[k] = d;
+        else
+            w->log_report_at[k] = now - LOG_REPORT_MS + LOG_REPORT_RETRY_MS;
+    }
+}
+
 /* Flushes the access log at least every 100 ms even when the loop is quiet. */
 static void tick(struct sy_timer *t)
 {
     struct sy_worker *w = SY_CONTAINER_OF(t, struct sy_worker, tick);
     if (w->loglen)
         sy_accesslog_flush(w);
+    if (w->id == 0)
+        report_log_drops(w);
     if (++w->ticks % 10 == 0)
         buf_shrink(w);
     sy_timer_set(w->loop, t, sy_loop_now(w->loop) + 100);
@@ -401,6 +429,7 @@ static void tick(struct sy_timer *t)
 static void *worker_main(void *arg)
 {
     struct sy_worker *w = arg;
+    sy_log_own_ring();
     w->tick.cb = tick;
     sy_timer_set(w->loop, &w->tick, sy_loop_now(w->loop) + 100);
     sy_loop_run(w->loop);

@@ -76,9 +76,10 @@ def gateway(switchyard_bin, tmp_path):
     sanitizer report on stderr fails the test."""
     started = []
 
-    def make(config, wait_ready=True, name=None, env=None):
+    def make(config, wait_ready=True, name=None, env=None, pipes=()):
         idx = len(started)
-        gw = Gateway(switchyard_bin, tmp_path, config, name=name or "gw%d" % idx, env=env)
+        gw = Gateway(switchyard_bin, tmp_path, config, name=name or "gw%d" % idx, env=env,
+                     pipes=pipes)
         started.append(gw)
         gw.start()
         if wait_ready:

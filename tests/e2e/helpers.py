@@ -835,9 +835,13 @@ def run_async(coro, timeout=30):
 # ---------------------------------------------------------------- Gateway
 
 class Gateway:
-    def __init__(self, binary, tmp_path, config, name="gw", env=None):
+    """pipes: names among "stdout" and "stderr" that are connected to pipes the test reads
+    itself (self.proc.stdout / self.proc.stderr) instead of files."""
+
+    def __init__(self, binary, tmp_path, config, name="gw", env=None, pipes=()):
         self.binary = binary
         self.env = dict(os.environ, **env) if env else None  # added to the environment
+        self.pipes = tuple(pipes)
         self.dir = str(tmp_path)
         self.name = name
         self.path = os.path.join(self.dir, "%s.yaml" % name)
@@ -861,8 +865,10 @@ class Gateway:
     def start(self):
         self._out = open(self.stdout_path, "wb")
         self._err = open(self.stderr_path, "wb")
-        self.proc = subprocess.Popen([self.binary, "-c", self.path], stdout=self._out,
-                                     stderr=self._err, stdin=subprocess.DEVNULL, cwd=self.dir,
+        out = subprocess.PIPE if "stdout" in self.pipes else self._out
+        err = subprocess.PIPE if "stderr" in self.pipes else self._err
+        self.proc = subprocess.Popen([self.binary, "-c", self.path], stdout=out,
+                                     stderr=err, stdin=subprocess.DEVNULL, cwd=self.dir,
                                      start_new_session=True, env=self.env)
         self.pid = self.proc.pid
 
