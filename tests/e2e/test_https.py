@@ -1,9 +1,10 @@
 """HTTPS listener: SNI certificate selection, protocol versions, ALPN, resumption,
-redirect, HSTS, X-Forwarded-Proto, secure pin cookie, handshake failure accounting,
-certificate metrics, and the config check of certificate files."""
+server cipher order, redirect, HSTS, X-Forwarded-Proto, secure pin cookie, handshake failure
+accounting, certificate metrics, and the config check of certificate files."""
 
 import json
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -158,6 +159,31 @@ def test_tls12_and_13_work_with_alpn_old_versions_refused(start_tls, pki):
     wait_for(lambda: tls_failures(gw)["protocol_version"] >= before["protocol_version"] + 2, 5,
              what="two protocol_version failures (%r)" % tls_failures(gw))
     assert gw.get("/", host="a.test").status == 200
+
+
+def negotiated(port, *args):
+    rc, out = s_client(port, "-servername", "a.test", *args)
+    m = re.search(r"Cipher is (\S+)", out)
+    assert rc == 0 and m, out[-2000:]
+    return m.group(1)
+
+
+def test_server_cipher_order(start_tls, pki):
+    # the client lists a cipher the server ranks lower first: the server's order wins
+    # (testssl.sh: "Has server cipher order?"), for ECDSA and RSA certificates and TLS 1.3
+    gw = start_tls()
+    port = gw.https_port
+    for offered, want in [
+            ("ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256",
+             "ECDHE-ECDSA-AES128-GCM-SHA256"),
+            ("ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES256-GCM-SHA384",
+             "ECDHE-ECDSA-AES256-GCM-SHA384"),
+            ("ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-AES128-GCM-SHA256",
+             "ECDHE-RSA-AES128-GCM-SHA256")]:
+        assert negotiated(port, "-tls1_2", "-cipher", offered) == want, offered
+    assert negotiated(port, "-tls1_3", "-ciphersuites",
+                      "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256") == \
+        "TLS_AES_128_GCM_SHA256"
 
 
 def test_session_resumption_across_workers(start_tls, pki, tmp_path):
