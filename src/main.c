@@ -35,7 +35,7 @@ static const char usage[] =
     "version of an application it asks for (by header, query parameter or pin\n"
     "cookie). Signals: SIGHUP reloads FILE (a bad file is refused and the running\n"
     "configuration keeps serving); SIGTERM or SIGINT stop accepting, finish the\n"
-    "requests in flight within timeouts.drain_ms, and exit 0.\n"
+    "requests in flight within timeouts.drain, and exit 0.\n"
     "Access log: JSON lines on stdout. Errors: stderr. See docs/configuration.md.\n";
 
 static uint64_t mono_ms(void)
