@@ -22,7 +22,7 @@ PYTEST   ?= /usr/bin/python3 -m pytest
 E2E_ARGS ?=
 
 .PHONY: all clean check check-build unit unit-bins e2e asan check-asan fuzz fuzz-replay deps demo checksrc \
-        bench bench-quick deploy-check acme-test asan-bin
+        bench bench-quick deploy-check acme-test asan-bin image-test
 
 all: $(BUILD)/switchyard
 
@@ -99,6 +99,11 @@ bench-quick: $(BUILD)/switchyard
 
 deploy-check: $(BUILD)/switchyard
 	deploy/check.sh
+
+# The container image built from the Dockerfile (base images made with debootstrap when no
+# registry is reachable) and run as the Deployment runs it through the shipped journey.
+image-test:
+	deploy/image-test.sh
 
 clean:
 	rm -rf build build-asan build-fuzz

@@ -36,7 +36,8 @@ static const char usage[] =
     "version of an application it asks for (by header, query parameter or pin\n"
     "cookie). Signals: SIGHUP reloads FILE (a bad file is refused and the running\n"
     "configuration keeps serving); SIGTERM or SIGINT stop accepting, finish the\n"
-    "requests in flight within timeouts.drain_ms, and exit 0.\n"
+    "requests in flight within timeouts.drain (new connections are still taken\n"
+    "during timeouts.drain_grace), and exit 0.\n"
     "Access log: JSON lines on stdout. Errors: stderr. A stalled reader never blocks\n"
     "requests: lines beyond the buffers are dropped whole and counted in /metrics.\n"
     "See docs/configuration.md.\n";

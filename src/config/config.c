@@ -972,18 +972,24 @@ static int load_acme(struct ctx *c, yaml_node_t *key, yaml_node_t *n)
 
 static int load_tls(struct ctx *c, yaml_node_t *n)
 {
-    struct field f[] = {{"redirect", 0, 0}, {"hsts", 0, 0}, {"certificates", 0, 0},
-                        {"acme", 0, 0}};
+    struct field f[] = {{"redirect", 0, 0},     {"redirect_port", 0, 0}, {"hsts", 0, 0},
+                        {"certificates", 0, 0}, {"acme", 0, 0}};
+    uint32_t port;
 
-    if (get_fields(c, n, "tls", f, 4) < 0)
+    if (get_fields(c, n, "tls", f, 5) < 0)
         return -1;
     if (f[0].val && bool_value(c, f[0].val, "tls.redirect", &c->cfg->tls.redirect) < 0)
         return -1;
-    if (f[1].val && string_value(c, f[1].val, "tls.hsts", &c->cfg->tls.hsts) < 0)
+    if (f[1].val) {
+        if (uint_value(c, f[1].val, "tls.redirect_port", 1, 65535, &port) < 0)
+            return -1;
+        c->cfg->tls.redirect_port = (uint16_t)port;
+    }
+    if (f[2].val && string_value(c, f[2].val, "tls.hsts", &c->cfg->tls.hsts) < 0)
         return -1;
-    if (f[2].val && load_certs(c, f[2].val) < 0)
+    if (f[3].val && load_certs(c, f[3].val) < 0)
         return -1;
-    if (f[3].val && load_acme(c, f[3].key, f[3].val) < 0)
+    if (f[4].val && load_acme(c, f[4].key, f[4].val) < 0)
         return -1;
     return 0;
 }
@@ -1007,6 +1013,7 @@ static void set_defaults(struct sy_config *cfg)
     cfg->timeouts.drain_ms = 30 * 1000;
     cfg->log.access = 1;
     cfg->log.level = SY_LOG_INFO;
+    cfg->tls.redirect_port = 443;
 }
 
 static int load_root(struct ctx *c, yaml_node_t *root)

@@ -85,6 +85,7 @@ struct sy_acme_conf {
 
 struct sy_tls_conf {
     int redirect;
+    uint16_t redirect_port;    /* default 443 (not written): the public HTTPS port redirects name */
     char *hsts;                /* NULL when absent */
     struct sy_tls_cert_conf *certs;
     size_t ncerts;

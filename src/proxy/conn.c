@@ -251,7 +251,9 @@ static int redirect_https(struct sy_conn *c)
 {
     const struct sy_config *cfg = cfg_of(c);
     struct sy_str host = c->x->rf.host ? c->x->rf.host->value : SY_STR_LIT("");
-    /* Strip the port of the Host header; add the HTTPS one when not 443. */
+    /* Strip the port of the Host header: it names the plain port the client used. The HTTPS
+     * port is the public one (tls.redirect_port), never listen.https's: behind a load balancer
+     * or a Kubernetes Service that maps 443 to an unprivileged port, that one is unreachable. */
     size_t hl = host.len;
     if (hl && host.p[0] == '[') {
         const char *e = memchr(host.p, ']', hl);
@@ -263,12 +265,7 @@ static int redirect_https(struct sy_conn *c)
     }
     if (!hl)
         return respond_error(c, 400);
-    unsigned port = 443;
-    const struct sockaddr_storage *ss = &cfg->listen_https.ss;
-    if (ss->ss_family == AF_INET6)
-        port = ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
-    else
-        port = ntohs(((const struct sockaddr_in *)ss)->sin_port);
+    unsigned port = cfg->tls.redirect_port;
     char portbuf[16] = "";
     if (port != 443)
         snprintf(portbuf, sizeof(portbuf), ":%u", port);

@@ -17,8 +17,10 @@
 
 /*
  * Mozilla "intermediate" (v5.7): TLS 1.2 with ECDHE + AEAD only (no DHE,
- * so no DH parameters to carry), TLS 1.3 with its default suites, client
- * cipher preference.
+ * so no DH parameters to carry), TLS 1.3 with its default suites. The
+ * server's order wins (SSL_OP_CIPHER_SERVER_PREFERENCE): a client offering
+ * AES-256 or ChaCha20 first still gets AES-128-GCM when it supports it, and
+ * scanners (testssl.sh "Has server cipher order?") rate that as required.
  */
 #define TLS12_CIPHERS                                                                            \
     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"                                 \
@@ -101,8 +103,8 @@ static SSL_CTX *make_ctx(struct sy_tls *t, const long pair[2], int main_ctx)
         return NULL;
     }
     SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
-                                 SSL_OP_IGNORE_UNEXPECTED_EOF);
-    SSL_CTX_clear_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_TICKET);
+                                 SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    SSL_CTX_clear_options(ctx, SSL_OP_NO_TICKET);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                               SSL_MODE_RELEASE_BUFFERS);
     /* Read whatever the socket holds in one read(2) instead of a header read and a body read per

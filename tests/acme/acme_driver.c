@@ -176,8 +176,6 @@ int main(int argc, char **argv)
             fprintf(stderr, "driver: cannot listen on port %ld: %s\n", port, strerror(errno));
             return 1;
         }
-        pthread_create(&http, NULL, http_main, &shared);
-        pthread_detach(http);
         sy_log_info("driver", "listening on 127.0.0.1:%ld", port);
     }
     if (delay_ms > 0) {
@@ -190,6 +188,12 @@ int main(int argc, char **argv)
     if (a == NULL)
         return 1;
     __atomic_store_n(&shared, a, __ATOMIC_RELEASE);
+    /* Accept only now: a connection made earlier waits in the backlog instead of getting
+     * "not running" (and a reset, its request unread). */
+    if (port > 0) {
+        pthread_create(&http, NULL, http_main, &shared);
+        pthread_detach(http);
+    }
 
     int rc = 2;
     struct timespec start, now;

@@ -13,6 +13,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from forwarder import Forwarder  # noqa: E402
 from ports import free_port  # noqa: E402,F401  (shared with tests/e2e)
 
 DOMAIN = "test.example.org"
@@ -146,60 +147,26 @@ def thumbprint(account_key):
     return b64(hashlib.sha256(jwk.encode()).digest())
 
 
-class ValidationGate:
+class ValidationGate(Forwarder):
     """TCP relay between pebble's HTTP-01 validation and the gateway's HTTP port.
     Connections wait, unanswered, until open() is called; then bytes pass both
     ways. While it is shut, an issuance cannot finish, however fast the machine."""
 
     def __init__(self, target_port):
-        self.target = target_port
         self.opened = threading.Event()
-        self.held = 0
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.sock.settimeout(0.2)
-        self.done = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__([("127.0.0.1", target_port)])
+
+    @property
+    def held(self):
+        return self.connections
 
     def open(self):
         self.opened.set()
 
     def close(self):
-        self.done = True
         self.opened.set()
-        self.sock.close()
-
-    def _accept(self):
-        while not self.done:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                continue
-            self.held += 1
-            threading.Thread(target=self._relay, args=(c,), daemon=True).start()
+        super().close()
 
     def _relay(self, c):
         self.opened.wait()
-        try:
-            u = socket.create_connection(("127.0.0.1", self.target), timeout=10)
-        except OSError:
-            c.close()
-            return
-
-        def pipe(a, b):
-            try:
-                while True:
-                    data = a.recv(65536)
-                    if not data:
-                        break
-                    b.sendall(data)
-            except OSError:
-                pass
-            for x in (a, b):
-                try:
-                    x.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-        threading.Thread(target=pipe, args=(u, c), daemon=True).start()
-        pipe(c, u)
+        super()._relay(c)

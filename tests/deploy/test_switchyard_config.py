@@ -61,6 +61,14 @@ def test_acme_for_the_public_host_on_the_shared_volume(cfg, k8s):
     assert acme["storage"] in mounts
 
 
+def test_redirect_names_the_public_https_port(cfg, k8s):
+    """Clients reach the Service's https port (443), never the container's (8443): the
+    redirect must name the former (tls.redirect_port, 443 when absent)."""
+    svc = k8s.get("Service", "switchyard", "ingress")
+    [https] = [p for p in svc["spec"]["ports"] if p["name"] == "https"]
+    assert cfg["tls"].get("redirect_port", 443) == https["port"]
+
+
 def test_drain_fits_the_termination_grace_period(cfg, k8s):
     gw = k8s.get("Deployment", "switchyard", "ingress")
     assert int(cfg["timeouts"]["drain"].rstrip("s")) < gw["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]

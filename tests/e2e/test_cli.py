@@ -1,9 +1,17 @@
-"""Command line: --version, --help, bad options, -t (config check)."""
+"""Command line: --version, --help, bad options, -t (config check), and the configuration
+keys named in help, messages and documentation as the reference names them."""
 
+import json
+import os
 import re
 import subprocess
+import sys
 
 import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from config_keys import (REPO, c_string_literals, keys_in_text, normalize,  # noqa: E402
+                         reference_keys)
 
 GOOD = """\
 workers: 2
@@ -45,6 +53,52 @@ def test_help(switchyard_bin):
     out = p.stdout + p.stderr
     assert "-c" in out and "-t" in out, out
     assert re.search(r"usage", out, re.I), out
+
+
+def parser_knows(binary, tmp_path, key):
+    """True when `switchyard -t` knows the dotted key (no list index, no pool name): a file
+    setting it to a wrong value fails with an error other than "unknown key"."""
+    cfg = {"listen": {"http": "127.0.0.1:18080"},
+           "upstreams": {"v1": {"servers": ["127.0.0.1:3001"]}},
+           "sites": [{"hosts": ["plain.test"], "upstream": "v1"}]}
+    node = cfg
+    *parents, last = key.split(".")
+    for p in parents:
+        node = node.setdefault(p, {})
+    node[last] = ["not", "a", "value"]
+    _, p = check(binary, tmp_path, json.dumps(cfg), name="key.yaml")
+    assert p.returncode == 1, (key, p)
+    return f'unknown key "{last}"' not in p.stdout + p.stderr
+
+
+def test_help_names_keys_as_the_reference_and_the_parser_do(switchyard_bin, tmp_path):
+    out = run(switchyard_bin, "--help").stdout
+    keys = keys_in_text(out)
+    assert "timeouts.drain" in keys, out
+    reference = reference_keys()
+    for key in keys:
+        assert "[" not in key and normalize(key) == key, f"--help names {key}: write it plainly"
+        assert key in reference, f"--help names {key}, not in docs/configuration.md"
+        assert parser_knows(switchyard_bin, tmp_path, key), f"--help names {key}, unknown to -t"
+    # the check itself tells a wrong name from a right one
+    assert not parser_knows(switchyard_bin, tmp_path, "timeouts.drain_ms")
+
+
+def test_messages_and_documents_name_keys_as_the_reference_does():
+    reference = reference_keys()
+    assert {"timeouts.drain", "tls.redirect_port", "sites.version.default",
+            "tls.certificates.key", "upstreams.keepalive"} <= reference
+    named = []
+    for path in sorted((REPO / "src").rglob("*.[ch]")):
+        named += [(path, k) for lit in c_string_literals(path) for k in keys_in_text(lit)]
+    assert len(named) > 50, "the key pattern no longer finds the keys in src/"
+    texts = [REPO / "README.md", REPO / "deploy" / "README.md", *sorted(REPO.glob("examples/*"))]
+    texts += sorted((REPO / "docs").rglob("*.md"))
+    for path in texts:
+        named += [(path, k) for k in keys_in_text(path.read_text())]
+    unknown = sorted({(str(p.relative_to(REPO)), k) for p, k in named
+                      if normalize(k) not in reference})
+    assert not unknown, f"keys not in docs/configuration.md: {unknown}"
 
 
 @pytest.mark.parametrize("args", [["--no-such-option"], ["-Z"], ["-c"]])

@@ -1,9 +1,10 @@
 """HTTPS listener: SNI certificate selection, protocol versions, ALPN, resumption,
-redirect, HSTS, X-Forwarded-Proto, secure pin cookie, handshake failure accounting,
-certificate metrics, and the config check of certificate files."""
+server cipher order, redirect, HSTS, X-Forwarded-Proto, secure pin cookie, handshake failure
+accounting, certificate metrics, and the config check of certificate files."""
 
 import json
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -51,7 +52,8 @@ class TlsGw:
 
 @pytest.fixture
 def start_tls(gateway, upstream, pki):
-    def start(redirect=False, hsts=HSTS, workers=1, timeouts=None, log=None, certs=None, env=None):
+    def start(redirect=False, hsts=HSTS, workers=1, timeouts=None, log=None, certs=None, env=None,
+              redirect_port=None):
         ups = {"4.1.0": upstream("4.1.0"), "4.2.0": upstream("4.2.0")}
         h, s, a = free_port(), free_port(), free_port()
         cfg = tls_config(
@@ -60,7 +62,7 @@ def start_tls(gateway, upstream, pki):
               "version": version_block({"4.1.0": "v1", "4.2.0": "v2"}, "4.2.0")},
              {"hosts": ["*"], "upstream": "v2"}],
             certs or [pki["a"], pki["wild"], pki["b"]], redirect=redirect, hsts=hsts,
-            workers=workers, timeouts=timeouts, log=log)
+            redirect_port=redirect_port, workers=workers, timeouts=timeouts, log=log)
         return TlsGw(gateway(cfg, env=env), s, ups, pki)
     return start
 
@@ -159,6 +161,31 @@ def test_tls12_and_13_work_with_alpn_old_versions_refused(start_tls, pki):
     assert gw.get("/", host="a.test").status == 200
 
 
+def negotiated(port, *args):
+    rc, out = s_client(port, "-servername", "a.test", *args)
+    m = re.search(r"Cipher is (\S+)", out)
+    assert rc == 0 and m, out[-2000:]
+    return m.group(1)
+
+
+def test_server_cipher_order(start_tls, pki):
+    # the client lists a cipher the server ranks lower first: the server's order wins
+    # (testssl.sh: "Has server cipher order?"), for ECDSA and RSA certificates and TLS 1.3
+    gw = start_tls()
+    port = gw.https_port
+    for offered, want in [
+            ("ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256",
+             "ECDHE-ECDSA-AES128-GCM-SHA256"),
+            ("ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES256-GCM-SHA384",
+             "ECDHE-ECDSA-AES256-GCM-SHA384"),
+            ("ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-AES128-GCM-SHA256",
+             "ECDHE-RSA-AES128-GCM-SHA256")]:
+        assert negotiated(port, "-tls1_2", "-cipher", offered) == want, offered
+    assert negotiated(port, "-tls1_3", "-ciphersuites",
+                      "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256") == \
+        "TLS_AES_128_GCM_SHA256"
+
+
 def test_session_resumption_across_workers(start_tls, pki, tmp_path):
     gw = start_tls(workers=2)
     port = gw.https_port
@@ -244,13 +271,15 @@ def test_keepalive_and_large_bodies_over_tls(start_tls, pki):
 # ---------------------------------------------------------------- redirect
 
 def test_redirect_to_https(start_tls, pki):
+    # listen.https is on a random port here, as it is on 8443 behind the Kubernetes Service:
+    # the redirect names the public port (443, left out), never the listener's
     gw = start_tls(redirect=True)
-    s = gw.https_port
     for method, target, host, loc in [
-            ("GET", "/some/path?q=1&r=two", "a.test", "https://a.test:%d/some/path?q=1&r=two" % s),
-            ("GET", "/", "a.test:8080", "https://a.test:%d/" % s),
-            ("POST", "/form", "retro.example.org", "https://retro.example.org:%d/form" % s),
-            ("HEAD", "/h?x", "b.test", "https://b.test:%d/h?x" % s)]:
+            ("GET", "/some/path?q=1&r=two", "a.test", "https://a.test/some/path?q=1&r=two"),
+            ("GET", "/", "a.test:8080", "https://a.test/"),
+            ("POST", "/form", "retro.example.org", "https://retro.example.org/form"),
+            ("HEAD", "/h?x", "b.test", "https://b.test/h?x"),
+            ("GET", "/v6", "[::1]:80", "https://[::1]/v6")]:
         r = gw.request(method, target, host=host, body=b"x=1" if method == "POST" else None)
         assert r.status == 308, (method, target, r)
         assert r.header("Location") == loc, (method, target, r.headers)
@@ -263,6 +292,21 @@ def test_redirect_to_https(start_tls, pki):
     # HTTPS itself is served, not redirected
     r = gw.get("/after?x=1", host="a.test")
     assert r.status == 200 and r.header("X-Upstream") == "4.2.0", r
+
+
+def test_redirect_port_names_the_public_https_port(start_tls, pki):
+    # a deployment whose public HTTPS port is not 443 says so with tls.redirect_port
+    gw = start_tls(redirect=True, redirect_port=8443)
+    assert gw.https_port != 8443
+    for target, host, loc in [("/p?q=1", "a.test", "https://a.test:8443/p?q=1"),
+                              ("/", "b.test:80", "https://b.test:8443/"),
+                              ("/x", "[::1]", "https://[::1]:8443/x")]:
+        r = gw.request("GET", target, host=host)
+        assert r.status == 308 and r.header("Location") == loc, (target, r)
+    # 443 written out is the same as the default: no port in the URL
+    gw = start_tls(redirect=True, redirect_port=443)
+    r = gw.request("GET", "/y", host="a.test")
+    assert r.status == 308 and r.header("Location") == "https://a.test/y", r
 
 
 # ---------------------------------------------------------------- failed handshakes

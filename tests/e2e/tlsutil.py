@@ -12,11 +12,13 @@ from helpers import RawClient, build_request, make_config, wait_for
 
 
 def tls_config(http_port, https_port, admin_port, upstreams, sites, certs, redirect=False,
-               hsts="max-age=31536000", **kw):
+               hsts="max-age=31536000", redirect_port=None, **kw):
     """make_config plus listen.https and a tls section. certs: [Leaf or (cert, key)]."""
     cfg = make_config(http_port, admin_port, upstreams, sites, **kw)
     cfg["listen"]["https"] = "127.0.0.1:%d" % https_port
     tls = {"redirect": redirect}
+    if redirect_port is not None:
+        tls["redirect_port"] = redirect_port
     if hsts:
         tls["hsts"] = hsts
     tls["certificates"] = [

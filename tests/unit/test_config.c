@@ -171,6 +171,7 @@ Test(config, defaults)
     cr_assert_not(cfg->listen_https.set);
     cr_assert_not(cfg->listen_admin.set);
     cr_assert_not(cfg->tls.redirect);
+    cr_assert_eq(cfg->tls.redirect_port, 443);
     cr_assert_null(cfg->tls.hsts);
     cr_assert_not(cfg->tls.acme.enabled);
     cr_assert_not(cfg->sites[0].has_version);
@@ -584,6 +585,34 @@ Test(config, err_bad_durations_and_sizes)
     expect_err(MIN "tls:\n  acme: {directory: https://x, domains: [a.org], storage: /s,"
                    " renew_before: soon}\n",
                10, "tls.acme.renew_before: invalid duration");
+}
+
+Test(config, redirect_port)
+{
+    struct sy_config *cfg = load_ok(MIN "tls: {redirect: true, redirect_port: 8443}\n");
+
+    cr_assert_eq(cfg->tls.redirect_port, 8443);
+    sy_config_free(cfg);
+    cfg = load_ok(MIN "tls:\n  redirect: true\n  redirect_port: 65535\n");
+    cr_assert_eq(cfg->tls.redirect_port, 65535);
+    sy_config_free(cfg);
+    /* no redirect: accepted and unused */
+    cfg = load_ok(MIN "tls: {redirect_port: 1}\n");
+    cr_assert_eq(cfg->tls.redirect_port, 1);
+    sy_config_free(cfg);
+}
+
+Test(config, err_bad_redirect_port)
+{
+    expect_err(MIN "tls:\n  redirect: true\n  redirect_port: 0\n", 11,
+               "tls.redirect_port: 0 out of range 1..65535");
+    expect_err(MIN "tls:\n  redirect_port: 65536\n", 10,
+               "tls.redirect_port: 65536 out of range 1..65535");
+    expect_err(MIN "tls:\n  redirect_port: https\n", 10,
+               "tls.redirect_port: invalid number \"https\"");
+    expect_err(MIN "tls:\n  redirect_port: \"443\"\n  redirect_port: 8443\n", 11,
+               "duplicate");
+    expect_err(MIN "tls:\n  redirect_port: [443]\n", 10, "tls.redirect_port");
 }
 
 Test(config, err_bad_booleans_and_enums)
