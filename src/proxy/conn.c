@@ -212,7 +212,7 @@ static int connect_upstream(struct sy_conn *c)
             if (!u) {
                 upstream_error(c, err == ECONNREFUSED ? SY_UPERR_CONNECT_REFUSED
                                                       : SY_UPERR_NO_SERVER);
-                sy_upstream_mark_down(s, uc, now);
+                sy_upstream_mark_down(s, uc, now, now);
                 continue;
             }
             c->connecting = 1;
@@ -790,11 +790,12 @@ static int do_proxy(struct sy_conn *c)
         socklen_t len = sizeof(err);
         getsockopt(u->io.fd, SOL_SOCKET, SO_ERROR, &err, &len);
         if (err) {
-            sy_upstream_mark_down(u->srv, c->x->wup->rt->conf, now_ms(c));
+            sy_upstream_mark_down(u->srv, c->x->wup->rt->conf, c->x->t_connect, now_ms(c));
             return upstream_failed(c, err == ECONNREFUSED ? SY_UPERR_CONNECT_REFUSED
                                                            : SY_UPERR_RESET,
                                    RETRY_OTHER);
         }
+        sy_upstream_mark_up(u->srv, c->x->wup->rt->conf);
         c->connecting = 0;
         u->eof = 0;
         c->t_up = now_ms(c);
@@ -1088,7 +1089,7 @@ static void on_timeout(struct sy_conn *c)
         return;
     case SY_ST_PROXY:
         if (c->connecting) {
-            sy_upstream_mark_down(c->up->srv, c->x->wup->rt->conf, now_ms(c));
+            sy_upstream_mark_down(c->up->srv, c->x->wup->rt->conf, c->x->t_connect, now_ms(c));
             if (upstream_failed(c, SY_UPERR_CONNECT_TIMEOUT, RETRY_OTHER) != P_CLOSED)
                 pump(c);
             return;

@@ -139,7 +139,9 @@ struct sy_upconn *sy_upconn_take_idle(struct sy_wserver *s);
 struct sy_upconn *sy_upconn_connect(struct sy_worker *w, struct sy_wserver *s, int *err);
 void sy_upconn_release(struct sy_upconn *u, int reusable, uint32_t keep);
 void sy_upconn_close(struct sy_upconn *u);
-void sy_upstream_mark_down(struct sy_wserver *s, const struct sy_upstream_conf *uc, uint64_t now);
+void sy_upstream_mark_down(struct sy_wserver *s, const struct sy_upstream_conf *uc,
+                           uint64_t started, uint64_t now);
+void sy_upstream_mark_up(struct sy_wserver *s, const struct sy_upstream_conf *uc);
 void sy_upconn_reap(struct sy_worker *w);
 
 /* accesslog.c */

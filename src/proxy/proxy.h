@@ -60,10 +60,18 @@ void sy_snapshot_unref(struct sy_snapshot *s);
 /* Copies the addresses of server rt into out (seqlock read). Returns the count. */
 uint32_t sy_server_addrs(struct sy_server_rt *rt, struct sockaddr_storage *out, uint32_t max);
 
-/* Per-worker state of one server. */
+/*
+ * Per-worker state of one server. A failed server is backed off: out of
+ * rotation for backoff_ms, which starts short and doubles while the attempts
+ * made after each back-off fail too, up to the upstream's down_time. The
+ * first connection that succeeds clears it (upstream.c).
+ */
 struct sy_wserver {
     struct sy_server_rt *rt;
-    uint64_t down_until;       /* loop ms; 0 = up */
+    uint64_t down_until;       /* loop ms: out of rotation until then; 0 = up */
+    uint64_t failed_at;        /* loop ms of the last failure: order when every server is down */
+    uint32_t backoff_ms;       /* 0: no failure since the last success */
+    struct sy_upsrv_counter *stat;
     uint32_t outstanding;      /* requests in flight on this worker */
     uint32_t addr_rr;
     struct sy_list idle;       /* idle keep-alive connections (struct sy_upconn.link) */

@@ -17,6 +17,8 @@
 
 /* How long an idle upstream connection is kept (below common app server keep-alive timeouts). */
 #define UP_IDLE_MS 15000
+/* The first back-off after a failure; it doubles while failures continue, up to down_time. */
+#define UP_BACKOFF_FIRST_MS 500
 
 uint32_t sy_server_addrs(struct sy_server_rt *rt, struct sockaddr_storage *out, uint32_t max)
 {
@@ -34,38 +36,69 @@ uint32_t sy_server_addrs(struct sy_server_rt *rt, struct sockaddr_storage *out, 
     }
 }
 
-static int server_usable(struct sy_wserver *s, uint64_t now)
-{
-    return s->down_until <= now && s->rt->naddrs > 0;
-}
-
+/*
+ * Chooses a server not yet tried by this request: among those in rotation by
+ * the balance rule, or, when every one left is backed off, the one that
+ * failed least recently. A pool never refuses to try (nginx keeps the only
+ * server of a group; Envoy routes to all hosts when too many are ejected).
+ */
 struct sy_wserver *sy_upstream_pick(struct sy_conn *c, struct sy_wupstream *wup, uint64_t now)
 {
     const struct sy_upstream_conf *uc = wup->rt->conf;
     size_t n = uc->nservers;
-    struct sy_wserver *best = NULL;
+    struct sy_wserver *best = NULL, *down = NULL;
     uint32_t start = wup->rr++;
     for (size_t k = 0; k < n; k++) {
         size_t i = (start + k) % n;
         struct sy_wserver *s = &wup->servers[i];
         if (i < 64 && (c->x->tried & (1ULL << i)))
             continue;
-        if (!server_usable(s, now))
+        if (!s->rt->naddrs)
             continue;
+        if (s->down_until > now) {
+            if (!down || s->failed_at < down->failed_at)
+                down = s;
+            continue;
+        }
         if (uc->balance == SY_BALANCE_ROUND_ROBIN)
             return s;
         if (!best || s->outstanding < best->outstanding)
             best = s;
     }
-    return best;
+    return best ? best : down;
 }
 
-void sy_upstream_mark_down(struct sy_wserver *s, const struct sy_upstream_conf *uc, uint64_t now)
+/*
+ * An attempt that started at `started` failed at `now`. Only an attempt made
+ * while the server was in rotation moves its back-off: those already under
+ * way when it was taken out, and those made while every server was down,
+ * tell nothing new. So the back-off grows once per failed probe.
+ */
+void sy_upstream_mark_down(struct sy_wserver *s, const struct sy_upstream_conf *uc,
+                           uint64_t started, uint64_t now)
 {
-    if (s->down_until <= now)
-        sy_log_warn("upstream", "server %s of upstream %s marked down for %u ms",
-                    s->rt->conf->name, uc->name, uc->down_time_ms);
-    s->down_until = now + uc->down_time_ms;
+    s->failed_at = now;
+    if (started < s->down_until || !uc->down_time_ms)
+        return;
+    uint32_t b = s->backoff_ms ? s->backoff_ms : UP_BACKOFF_FIRST_MS / 2;
+    b = b > uc->down_time_ms / 2 ? uc->down_time_ms : b * 2;
+    s->backoff_ms = b;
+    s->down_until = now + b;
+    sy_counter_add(&s->stat->marked_down, 1);
+    sy_counter_set(&s->stat->down, 1);
+    sy_log_warn("upstream", "server %s of upstream %s marked down for %u ms", s->rt->conf->name,
+                uc->name, b);
+}
+
+/* A connection to the server succeeded: it is back in rotation at once. */
+void sy_upstream_mark_up(struct sy_wserver *s, const struct sy_upstream_conf *uc)
+{
+    if (!s->backoff_ms)
+        return;
+    s->backoff_ms = 0;
+    s->down_until = 0;
+    sy_counter_set(&s->stat->down, 0);
+    sy_log_info("upstream", "server %s of upstream %s is back", s->rt->conf->name, uc->name);
 }
 
 static void idle_event(struct sy_io *io, uint32_t events)

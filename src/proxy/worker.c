@@ -61,8 +61,14 @@ static struct sy_wsnap *wsnap_new(struct sy_worker *w, struct sy_snapshot *s)
         wu->rt = &s->ups[i];
         wu->servers = sy_calloc(cfg->upstreams[i].nservers, sizeof(*wu->servers));
         for (size_t k = 0; k < cfg->upstreams[i].nservers; k++) {
-            wu->servers[k].rt = &s->ups[i].servers[k];
-            sy_list_init(&wu->servers[k].idle);
+            struct sy_wserver *sv = &wu->servers[k];
+            sv->rt = &s->ups[i].servers[k];
+            sy_list_init(&sv->idle);
+            /* A new view starts with every server in rotation. */
+            sv->stat = sy_metrics_upsrv(&w->metrics, cfg->upstreams[i].name,
+                                         cfg->upstreams[i].servers[k].name);
+            sy_counter_add(&sv->stat->refs, 1);
+            sy_counter_set(&sv->stat->down, 0);
         }
         wu->rr = w->id; /* workers start their rotation at different servers */
         wu->errs = sy_metrics_uperr(&w->metrics, cfg->upstreams[i].name);
@@ -87,8 +93,10 @@ void sy_wsnap_unref(struct sy_wsnap *ws)
         return;
     const struct sy_config *cfg = ws->snap->cfg;
     for (size_t i = 0; i < cfg->nupstreams; i++) {
-        for (size_t k = 0; k < cfg->upstreams[i].nservers; k++)
+        for (size_t k = 0; k < cfg->upstreams[i].nservers; k++) {
             sy_upstream_release_idle(&ws->ups[i].servers[k]);
+            sy_counter_add(&ws->ups[i].servers[k].stat->refs, (uint64_t)-1);
+        }
         sy_free(ws->ups[i].servers);
     }
     sy_free(ws->ups);
