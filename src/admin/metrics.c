@@ -46,15 +46,17 @@ struct sy_uperr_counter *sy_metrics_uperr(struct sy_metrics *m, const char *upst
 }
 
 struct sy_upsrv_counter *sy_metrics_upsrv(struct sy_metrics *m, const char *upstream,
-                                          const char *server)
+                                          const char *server, const char *address)
 {
     struct sy_upsrv_counter **pp = &m->upsrvs;
     for (; *pp; pp = &(*pp)->next)
-        if (strcmp((*pp)->upstream, upstream) == 0 && strcmp((*pp)->server, server) == 0)
+        if (strcmp((*pp)->upstream, upstream) == 0 && strcmp((*pp)->server, server) == 0 &&
+            strcmp((*pp)->address, address) == 0)
             return *pp;
     struct sy_upsrv_counter *c = sy_calloc(1, sizeof(*c));
     c->upstream = sy_strdup(upstream);
     c->server = sy_strdup(server);
+    c->address = sy_strdup(address);
     __atomic_store_n(pp, c, __ATOMIC_RELEASE);
     return c;
 }
@@ -94,6 +96,7 @@ void sy_metrics_free(struct sy_metrics *m)
         n = c->next;
         sy_free(c->upstream);
         sy_free(c->server);
+        sy_free(c->address);
         sy_free(c);
     }
     memset(m, 0, sizeof(*m));
@@ -225,7 +228,7 @@ static void render_uperrs(struct sy_textbuf *b, struct sy_metrics *const *ms, si
     }
 }
 
-/* One upstream server across the workers that balance over it. */
+/* One address of an upstream server across the workers that balance over it. */
 struct upsrv_sum {
     const struct sy_upsrv_counter *key;
     uint64_t down, marked_down;
@@ -233,7 +236,8 @@ struct upsrv_sum {
 
 static int upsrv_same(const struct sy_upsrv_counter *a, const struct sy_upsrv_counter *b)
 {
-    return !strcmp(a->upstream, b->upstream) && !strcmp(a->server, b->server);
+    return !strcmp(a->upstream, b->upstream) && !strcmp(a->server, b->server) &&
+           !strcmp(a->address, b->address);
 }
 
 static void upsrv_labels(struct sy_textbuf *b, const char *name, const struct sy_upsrv_counter *c)
@@ -242,13 +246,16 @@ static void upsrv_labels(struct sy_textbuf *b, const char *name, const struct sy
     label(b, c->upstream);
     sy_textbuf_printf(b, "\",server=\"");
     label(b, c->server);
+    sy_textbuf_printf(b, "\",address=\"");
+    label(b, c->address);
     sy_textbuf_printf(b, "\"}");
 }
 
 /*
- * Servers are up when no worker has them backed off. Each worker keeps its
- * own failure state, so a server can be back on one worker and still backed
- * off on another: it counts as down until every worker has seen it answer.
+ * An address is up when no worker has it backed off. Each worker keeps its
+ * own failure state, so an address can be back on one worker and still
+ * backed off on another: it counts as down until every worker has seen it
+ * answer.
  */
 static void render_upsrvs(struct sy_textbuf *b, struct sy_metrics *const *ms, size_t n)
 {
@@ -273,15 +280,15 @@ static void render_upsrvs(struct sy_textbuf *b, struct sy_metrics *const *ms, si
             sums[i].marked_down += sy_counter_get(&c->marked_down);
         }
     }
-    sy_textbuf_printf(b, "# HELP switchyard_upstream_server_up 1 when the server is in rotation "
+    sy_textbuf_printf(b, "# HELP switchyard_upstream_server_up 1 when the address is in rotation "
                          "on every worker, 0 while it is backed off after failures.\n"
                          "# TYPE switchyard_upstream_server_up gauge\n");
     for (size_t i = 0; i < nsums; i++) {
         upsrv_labels(b, "switchyard_upstream_server_up", sums[i].key);
         sy_textbuf_printf(b, " %d\n", sums[i].down ? 0 : 1);
     }
-    sy_textbuf_printf(b, "# HELP switchyard_upstream_server_marked_down_total Times a server was "
-                         "taken out of rotation after a failure.\n"
+    sy_textbuf_printf(b, "# HELP switchyard_upstream_server_marked_down_total Times an address "
+                         "was taken out of rotation after a failure.\n"
                          "# TYPE switchyard_upstream_server_marked_down_total counter\n");
     for (size_t i = 0; i < nsums; i++) {
         upsrv_labels(b, "switchyard_upstream_server_marked_down_total", sums[i].key);

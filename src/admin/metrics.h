@@ -41,13 +41,15 @@ struct sy_uperr_counter {
 };
 
 /*
- * State of one upstream server as this worker sees it. refs counts the
- * worker's views (snapshots) that balance over the server: an entry with no
- * reference (the server left the configuration) is not exported.
+ * State of one address of an upstream server as this worker sees it. refs
+ * counts the worker's balancing members for it: an entry with no reference
+ * (the address left DNS, or the server the configuration) is not exported,
+ * and is kept so that its counter goes on if the address comes back.
  */
 struct sy_upsrv_counter {
     char *upstream;
     char *server;
+    char *address;
     uint64_t refs;
     uint64_t down;             /* 1 while backed off or not yet seen answering since a failure */
     uint64_t marked_down;      /* times it was taken out of rotation */
@@ -88,7 +90,7 @@ static inline uint64_t sy_counter_get(const uint64_t *c)
 struct sy_req_counter *sy_metrics_req(struct sy_metrics *m, const char *site, const char *version);
 struct sy_uperr_counter *sy_metrics_uperr(struct sy_metrics *m, const char *upstream);
 struct sy_upsrv_counter *sy_metrics_upsrv(struct sy_metrics *m, const char *upstream,
-                                          const char *server);
+                                          const char *server, const char *address);
 void sy_metrics_observe(struct sy_metrics *m, uint64_t duration_us);
 void sy_metrics_client_error(struct sy_metrics *m, int status);
 void sy_metrics_free(struct sy_metrics *m);

@@ -153,11 +153,8 @@ static int upstream_failed(struct sy_conn *c, enum sy_uperr e, int retry)
     const char *name = u ? u->srv->rt->conf->name : "?";
     if (u) {
         u->srv->outstanding--;
-        if (retry == RETRY_FRESH) {
-            size_t idx = (size_t)(u->srv - c->x->wup->servers);
-            if (idx < 64)
-                c->x->tried &= ~(1ULL << idx);
-        }
+        if (retry == RETRY_FRESH)
+            c->x->tried &= ~sy_upstream_tried_bit(u->srv);
         sy_upconn_close(u);
         c->up = NULL;
     }
@@ -200,12 +197,10 @@ static int connect_upstream(struct sy_conn *c)
                         c->x->reqid);
             return respond_error(c, 502);
         }
-        size_t idx = (size_t)(s - c->x->wup->servers);
         struct sy_upconn *u = NULL;
         if (!c->retried_reuse)
             u = sy_upconn_take_idle(s);
-        if (idx < 64)
-            c->x->tried |= 1ULL << idx;
+        c->x->tried |= sy_upstream_tried_bit(s);
         if (!u) {
             int err = 0;
             u = sy_upconn_connect(c->w, s, &err);

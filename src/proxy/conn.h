@@ -53,7 +53,7 @@ struct sy_exchange {
     struct sy_route_result route;
     uint64_t req_remaining;    /* CL body bytes still to forward */
     struct sy_h1_chunked req_chunked;
-    uint64_t tried;            /* bitmask of servers tried (first 64) */
+    uint64_t tried;            /* members tried (sy_upstream_tried_bit) */
     struct sy_wupstream *wup;
     uint64_t t_connect;
     struct sy_h1_framing sf;
@@ -134,6 +134,11 @@ size_t sy_build_simple_response(char *out, size_t cap, int status, const char *e
 const char *sy_status_reason(int status);
 
 /* upstream.c */
+/* The bit of a member in the exchange's `tried` mask: at most 64 attempts per request. */
+static inline uint64_t sy_upstream_tried_bit(const struct sy_wserver *s)
+{
+    return 1ULL << (s->slot % 64);
+}
 struct sy_wserver *sy_upstream_pick(struct sy_conn *c, struct sy_wupstream *wup, uint64_t now);
 struct sy_upconn *sy_upconn_take_idle(struct sy_wserver *s);
 struct sy_upconn *sy_upconn_connect(struct sy_worker *w, struct sy_wserver *s, int *err);
