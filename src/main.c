@@ -53,25 +53,23 @@ static uint64_t mono_ms(void)
 
 /* ---- upstream name resolution (main thread only) ---- */
 
-static int parse_literal(const char *host, uint16_t port, struct sockaddr_storage *out)
+static int parse_literal(const char *host, uint16_t port, union sy_addr *out)
 {
     memset(out, 0, sizeof(*out));
-    struct sockaddr_in *a4 = (struct sockaddr_in *)out;
-    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)out;
-    if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
-        a4->sin_family = AF_INET;
-        a4->sin_port = htons(port);
+    if (inet_pton(AF_INET, host, &out->in.sin_addr) == 1) {
+        out->in.sin_family = AF_INET;
+        out->in.sin_port = htons(port);
         return 1;
     }
-    if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
-        a6->sin6_family = AF_INET6;
-        a6->sin6_port = htons(port);
+    if (inet_pton(AF_INET6, host, &out->in6.sin6_addr) == 1) {
+        out->in6.sin6_family = AF_INET6;
+        out->in6.sin6_port = htons(port);
         return 1;
     }
     return 0;
 }
 
-static void publish_addrs(struct sy_server_rt *rt, const struct sockaddr_storage *a, uint32_t n)
+static void publish_addrs(struct sy_server_rt *rt, const union sy_addr *a, uint32_t n)
 {
     atomic_fetch_add_explicit(&rt->seq, 1, memory_order_acq_rel);
     atomic_thread_fence(memory_order_release);
@@ -81,8 +79,18 @@ static void publish_addrs(struct sy_server_rt *rt, const struct sockaddr_storage
     atomic_fetch_add_explicit(&rt->seq, 1, memory_order_acq_rel);
 }
 
-/* Resolves one server. Keeps the previous addresses when resolution fails. */
-static void resolve_server(struct sy_server_rt *rt)
+static int addr_cmp(const void *a, const void *b)
+{
+    return memcmp(a, b, sizeof(union sy_addr));
+}
+
+/*
+ * Resolves one server. Keeps the previous addresses when resolution fails.
+ * The addresses are sorted, so that an answer in another order is no change,
+ * and every replica keeps the same ones when there are more than
+ * SY_MAX_ADDRS. Returns 1 when a new list was published.
+ */
+static int resolve_server(struct sy_server_rt *rt)
 {
     const struct sy_server_conf *sc = rt->conf;
     rt->resolved_at = mono_ms();
@@ -94,29 +102,45 @@ static void resolve_server(struct sy_server_rt *rt)
     if (rc != 0) {
         sy_log_warn("resolver", "cannot resolve %s: %s%s", sc->name, gai_strerror(rc),
                     rt->naddrs ? " (keeping the previous addresses)" : "");
-        return;
+        return 0;
     }
-    struct sockaddr_storage a[SY_MAX_ADDRS];
-    uint32_t n = 0;
-    for (struct addrinfo *ai = res; ai && n < SY_MAX_ADDRS; ai = ai->ai_next) {
-        if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
+    union sy_addr a[SY_MAX_ADDRS];
+    uint32_t n = 0, over = 0;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        if ((ai->ai_family != AF_INET && ai->ai_family != AF_INET6) ||
+            ai->ai_addrlen > sizeof(a[0]))
             continue;
+        union sy_addr one;
+        memset(&one, 0, sizeof(one));
+        memcpy(&one, ai->ai_addr, ai->ai_addrlen);
         int dup = 0;
-        for (uint32_t k = 0; k < n; k++)
-            if (!memcmp(&a[k], ai->ai_addr, ai->ai_addrlen))
-                dup = 1;
+        for (uint32_t k = 0; k < n && !dup; k++)
+            dup = !memcmp(&a[k], &one, sizeof(one));
         if (dup)
             continue;
-        memset(&a[n], 0, sizeof(a[n]));
-        memcpy(&a[n], ai->ai_addr, ai->ai_addrlen);
-        n++;
+        if (n < SY_MAX_ADDRS) {
+            a[n++] = one;
+        } else {
+            /* Keep the lowest addresses, as every replica will. */
+            qsort(a, n, sizeof(a[0]), addr_cmp);
+            if (memcmp(&one, &a[n - 1], sizeof(one)) < 0)
+                a[n - 1] = one;
+            over++;
+        }
     }
     freeaddrinfo(res);
-    if (n != rt->naddrs || memcmp(a, rt->addrs, n * sizeof(a[0])) != 0) {
-        if (rt->naddrs)
-            sy_log_info("resolver", "%s now resolves to %u address(es)", sc->name, n);
-        publish_addrs(rt, a, n);
-    }
+    qsort(a, n, sizeof(a[0]), addr_cmp);
+    if (over != rt->over_limit && over)
+        sy_log_warn("resolver", "%s resolves to %u addresses; only the first %u are "
+                    "used (the limit per server name)", sc->name, SY_MAX_ADDRS + over,
+                    SY_MAX_ADDRS);
+    rt->over_limit = over;
+    if (n == rt->naddrs && memcmp(a, rt->addrs, n * sizeof(a[0])) == 0)
+        return 0;
+    if (rt->naddrs)
+        sy_log_info("resolver", "%s now resolves to %u address(es)", sc->name, n);
+    publish_addrs(rt, a, n);
+    return 1;
 }
 
 static struct sy_snapshot *snapshot_new(struct sy_config *cfg, struct sy_tls *tls,
@@ -132,17 +156,20 @@ static struct sy_snapshot *snapshot_new(struct sy_config *cfg, struct sy_tls *tl
     for (size_t i = 0; i < cfg->nupstreams; i++) {
         const struct sy_upstream_conf *uc = &cfg->upstreams[i];
         s->ups[i].conf = uc;
+        atomic_init(&s->ups[i].gen, 0);
         s->ups[i].servers = sy_calloc(uc->nservers, sizeof(struct sy_server_rt));
         for (size_t k = 0; k < uc->nservers; k++) {
             struct sy_server_rt *rt = &s->ups[i].servers[k];
             rt->conf = &uc->servers[k];
             atomic_init(&rt->seq, 0);
-            struct sockaddr_storage a;
+            union sy_addr a;
             if (parse_literal(rt->conf->host, rt->conf->port, &a)) {
                 rt->literal = 1;
+                rt->addrs = sy_calloc(1, sizeof(*rt->addrs));
                 publish_addrs(rt, &a, 1);
                 continue;
             }
+            rt->addrs = sy_calloc(SY_MAX_ADDRS, sizeof(*rt->addrs));
             /* Same name in the previous snapshot: start from its addresses. */
             int copied = 0;
             for (size_t pi = 0; prev && pi < prev->cfg->nupstreams && !copied; pi++)
@@ -162,9 +189,11 @@ static struct sy_snapshot *snapshot_new(struct sy_config *cfg, struct sy_tls *tl
     return s;
 }
 
-static void resolve_due(struct sy_snapshot *s)
+/* Resolves the names that are due. Returns the milliseconds until the next one (at most 1000). */
+static int resolve_due(struct sy_snapshot *s)
 {
     uint64_t now = mono_ms();
+    uint64_t next = now + 1000;
     for (size_t i = 0; i < s->cfg->nupstreams; i++) {
         uint32_t every = s->cfg->upstreams[i].resolve_interval_ms;
         for (size_t k = 0; k < s->cfg->upstreams[i].nservers; k++) {
@@ -173,10 +202,16 @@ static void resolve_due(struct sy_snapshot *s)
                 continue;
             /* Unresolved names are retried every second. */
             uint64_t due = rt->resolved_at + (rt->naddrs ? every : 1000);
-            if (now >= due)
-                resolve_server(rt);
+            if (now >= due) {
+                if (resolve_server(rt))
+                    atomic_fetch_add_explicit(&s->ups[i].gen, 1, memory_order_release);
+                due = rt->resolved_at + (rt->naddrs ? every : 1000);
+            }
+            if (due < next)
+                next = due;
         }
     }
+    return next > now ? (int)(next - now) : 0;
 }
 
 /* ---- configuration ---- */
@@ -459,9 +494,10 @@ int main(int argc, char **argv)
                 cfg->listen_admin.set ? " (admin on the admin listener)" : "", sy_proc.nworkers);
 
     uint64_t last_trim = mono_ms();
+    int wait_ms = 1000;
     for (;;) {
         struct pollfd pfd[2] = {{sfd, POLLIN, 0}, {watch_efd, POLLIN, 0}};
-        int n = poll(pfd, 2, 1000);
+        int n = poll(pfd, 2, wait_ms);
         if (n < 0 && errno != EINTR)
             break;
         if (pfd[0].revents & POLLIN) {
@@ -478,7 +514,7 @@ int main(int argc, char **argv)
             if (read(watch_efd, &v, sizeof(v)) == sizeof(v))
                 reload(path, "certificate files changed");
         }
-        resolve_due(atomic_load(&sy_proc.current));
+        wait_ms = resolve_due(atomic_load(&sy_proc.current));
         /* Give memory freed after a burst back to the system (off the request path). */
         uint64_t now = mono_ms();
         if (now - last_trim >= 5000) {

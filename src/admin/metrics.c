@@ -47,6 +47,22 @@ struct sy_uperr_counter *sy_metrics_uperr(struct sy_metrics *m, const char *upst
     return c;
 }
 
+struct sy_upsrv_counter *sy_metrics_upsrv(struct sy_metrics *m, const char *upstream,
+                                          const char *server, const char *address)
+{
+    struct sy_upsrv_counter **pp = &m->upsrvs;
+    for (; *pp; pp = &(*pp)->next)
+        if (strcmp((*pp)->upstream, upstream) == 0 && strcmp((*pp)->server, server) == 0 &&
+            strcmp((*pp)->address, address) == 0)
+            return *pp;
+    struct sy_upsrv_counter *c = sy_calloc(1, sizeof(*c));
+    c->upstream = sy_strdup(upstream);
+    c->server = sy_strdup(server);
+    c->address = sy_strdup(address);
+    __atomic_store_n(pp, c, __ATOMIC_RELEASE);
+    return c;
+}
+
 void sy_metrics_observe(struct sy_metrics *m, uint64_t us)
 {
     size_t i = 0;
@@ -76,6 +92,13 @@ void sy_metrics_free(struct sy_metrics *m)
     for (struct sy_uperr_counter *c = m->uperrs, *n; c; c = n) {
         n = c->next;
         sy_free(c->upstream);
+        sy_free(c);
+    }
+    for (struct sy_upsrv_counter *c = m->upsrvs, *n; c; c = n) {
+        n = c->next;
+        sy_free(c->upstream);
+        sy_free(c->server);
+        sy_free(c->address);
         sy_free(c);
     }
     memset(m, 0, sizeof(*m));
@@ -207,6 +230,75 @@ static void render_uperrs(struct sy_textbuf *b, struct sy_metrics *const *ms, si
     }
 }
 
+/* One address of an upstream server across the workers that balance over it. */
+struct upsrv_sum {
+    const struct sy_upsrv_counter *key;
+    uint64_t down, marked_down;
+};
+
+static int upsrv_same(const struct sy_upsrv_counter *a, const struct sy_upsrv_counter *b)
+{
+    return !strcmp(a->upstream, b->upstream) && !strcmp(a->server, b->server) &&
+           !strcmp(a->address, b->address);
+}
+
+static void upsrv_labels(struct sy_textbuf *b, const char *name, const struct sy_upsrv_counter *c)
+{
+    sy_textbuf_printf(b, "%s{upstream=\"", name);
+    label(b, c->upstream);
+    sy_textbuf_printf(b, "\",server=\"");
+    label(b, c->server);
+    sy_textbuf_printf(b, "\",address=\"");
+    label(b, c->address);
+    sy_textbuf_printf(b, "\"}");
+}
+
+/*
+ * An address is up when no worker has it backed off. Each worker keeps its
+ * own failure state, so an address can be back on one worker and still
+ * backed off on another: it counts as down until every worker has seen it
+ * answer.
+ */
+static void render_upsrvs(struct sy_textbuf *b, struct sy_metrics *const *ms, size_t n)
+{
+    struct upsrv_sum *sums = NULL;
+    size_t nsums = 0, cap = 0;
+    for (size_t w = 0; w < n; w++) {
+        for (struct sy_upsrv_counter *c = __atomic_load_n(&ms[w]->upsrvs, __ATOMIC_ACQUIRE); c;
+             c = __atomic_load_n(&c->next, __ATOMIC_ACQUIRE)) {
+            if (!sy_counter_get(&c->refs))
+                continue;
+            size_t i = 0;
+            while (i < nsums && !upsrv_same(sums[i].key, c))
+                i++;
+            if (i == nsums) {
+                if (nsums == cap) {
+                    cap = cap ? cap * 2 : 16;
+                    sums = sy_realloc(sums, cap * sizeof(*sums));
+                }
+                sums[nsums++] = (struct upsrv_sum){.key = c};
+            }
+            sums[i].down |= sy_counter_get(&c->down);
+            sums[i].marked_down += sy_counter_get(&c->marked_down);
+        }
+    }
+    sy_textbuf_printf(b, "# HELP switchyard_upstream_server_up 1 when the address is in rotation "
+                         "on every worker, 0 while it is backed off after failures.\n"
+                         "# TYPE switchyard_upstream_server_up gauge\n");
+    for (size_t i = 0; i < nsums; i++) {
+        upsrv_labels(b, "switchyard_upstream_server_up", sums[i].key);
+        sy_textbuf_printf(b, " %d\n", sums[i].down ? 0 : 1);
+    }
+    sy_textbuf_printf(b, "# HELP switchyard_upstream_server_marked_down_total Times an address "
+                         "was taken out of rotation after a failure.\n"
+                         "# TYPE switchyard_upstream_server_marked_down_total counter\n");
+    for (size_t i = 0; i < nsums; i++) {
+        upsrv_labels(b, "switchyard_upstream_server_marked_down_total", sums[i].key);
+        sy_textbuf_printf(b, " %llu\n", (unsigned long long)sums[i].marked_down);
+    }
+    sy_free(sums);
+}
+
 #define SUM(field)                                                                               \
     ({                                                                                           \
         uint64_t s_ = 0;                                                                         \
@@ -219,6 +311,7 @@ void sy_metrics_render(struct sy_textbuf *b, struct sy_metrics *const *ms, size_
 {
     render_requests(b, ms, n);
     render_uperrs(b, ms, n);
+    render_upsrvs(b, ms, n);
     sy_textbuf_printf(b, "# HELP switchyard_connections_active Open client connections.\n"
                          "# TYPE switchyard_connections_active gauge\n"
                          "switchyard_connections_active %llu\n",

@@ -40,9 +40,26 @@ struct sy_uperr_counter {
     struct sy_uperr_counter *next;
 };
 
+/*
+ * State of one address of an upstream server as this worker sees it. refs
+ * counts the worker's balancing members for it: an entry with no reference
+ * (the address left DNS, or the server the configuration) is not exported,
+ * and is kept so that its counter goes on if the address comes back.
+ */
+struct sy_upsrv_counter {
+    char *upstream;
+    char *server;
+    char *address;
+    uint64_t refs;
+    uint64_t down;             /* 1 while backed off or not yet seen answering since a failure */
+    uint64_t marked_down;      /* times it was taken out of rotation */
+    struct sy_upsrv_counter *next;
+};
+
 struct sy_metrics {
     struct sy_req_counter *reqs;
     struct sy_uperr_counter *uperrs;
+    struct sy_upsrv_counter *upsrvs;
     uint64_t conns_active;
     uint64_t conns_accepted;
     uint64_t accept_paused;    /* times accepting was paused (fd or connection limit) */
@@ -59,6 +76,11 @@ static inline void sy_counter_add(uint64_t *c, uint64_t n)
     __atomic_store_n(c, __atomic_load_n(c, __ATOMIC_RELAXED) + n, __ATOMIC_RELAXED);
 }
 
+static inline void sy_counter_set(uint64_t *c, uint64_t v)
+{
+    __atomic_store_n(c, v, __ATOMIC_RELAXED);
+}
+
 static inline uint64_t sy_counter_get(const uint64_t *c)
 {
     return __atomic_load_n(c, __ATOMIC_RELAXED);
@@ -67,6 +89,8 @@ static inline uint64_t sy_counter_get(const uint64_t *c)
 /* Finds or creates the counter for (site, version). Owner thread only. */
 struct sy_req_counter *sy_metrics_req(struct sy_metrics *m, const char *site, const char *version);
 struct sy_uperr_counter *sy_metrics_uperr(struct sy_metrics *m, const char *upstream);
+struct sy_upsrv_counter *sy_metrics_upsrv(struct sy_metrics *m, const char *upstream,
+                                          const char *server, const char *address);
 void sy_metrics_observe(struct sy_metrics *m, uint64_t duration_us);
 void sy_metrics_client_error(struct sy_metrics *m, int status);
 void sy_metrics_free(struct sy_metrics *m);

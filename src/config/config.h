@@ -37,7 +37,7 @@ struct sy_upstream_conf {
     size_t nservers;
     enum sy_balance balance;   /* default least_conn */
     uint32_t keepalive;        /* idle connections kept per server per worker, default 64 */
-    uint32_t down_time_ms;     /* default 10s */
+    uint32_t down_time_ms;     /* the longest back-off of a failing server; default 10s */
     uint32_t resolve_interval_ms; /* default 30s */
 };
 

@@ -154,11 +154,8 @@ static int upstream_failed(struct sy_conn *c, enum sy_uperr e, int retry)
     const char *name = u ? u->srv->rt->conf->name : "?";
     if (u) {
         u->srv->outstanding--;
-        if (retry == RETRY_FRESH) {
-            size_t idx = (size_t)(u->srv - c->x->wup->servers);
-            if (idx < 64)
-                c->x->tried &= ~(1ULL << idx);
-        }
+        if (retry == RETRY_FRESH)
+            c->x->tried &= ~sy_upstream_tried_bit(u->srv);
         sy_upconn_close(u);
         c->up = NULL;
     }
@@ -201,19 +198,17 @@ static int connect_upstream(struct sy_conn *c)
                         c->x->reqid);
             return respond_error(c, 502);
         }
-        size_t idx = (size_t)(s - c->x->wup->servers);
         struct sy_upconn *u = NULL;
         if (!c->retried_reuse)
             u = sy_upconn_take_idle(s);
-        if (idx < 64)
-            c->x->tried |= 1ULL << idx;
+        c->x->tried |= sy_upstream_tried_bit(s);
         if (!u) {
             int err = 0;
             u = sy_upconn_connect(c->w, s, &err);
             if (!u) {
                 upstream_error(c, err == ECONNREFUSED ? SY_UPERR_CONNECT_REFUSED
                                                       : SY_UPERR_NO_SERVER);
-                sy_upstream_mark_down(s, uc, now);
+                sy_upstream_mark_down(s, uc, now, now);
                 continue;
             }
             c->connecting = 1;
@@ -788,11 +783,12 @@ static int do_proxy(struct sy_conn *c)
         socklen_t len = sizeof(err);
         getsockopt(u->io.fd, SOL_SOCKET, SO_ERROR, &err, &len);
         if (err) {
-            sy_upstream_mark_down(u->srv, c->x->wup->rt->conf, now_ms(c));
+            sy_upstream_mark_down(u->srv, c->x->wup->rt->conf, c->x->t_connect, now_ms(c));
             return upstream_failed(c, err == ECONNREFUSED ? SY_UPERR_CONNECT_REFUSED
                                                            : SY_UPERR_RESET,
                                    RETRY_OTHER);
         }
+        sy_upstream_mark_up(u->srv, c->x->wup->rt->conf);
         c->connecting = 0;
         u->eof = 0;
         c->t_up = now_ms(c);
@@ -1092,7 +1088,7 @@ static void on_timeout(struct sy_conn *c)
         return;
     case SY_ST_PROXY:
         if (c->connecting) {
-            sy_upstream_mark_down(c->up->srv, c->x->wup->rt->conf, now_ms(c));
+            sy_upstream_mark_down(c->up->srv, c->x->wup->rt->conf, c->x->t_connect, now_ms(c));
             if (upstream_failed(c, SY_UPERR_CONNECT_TIMEOUT, RETRY_OTHER) != P_CLOSED)
                 pump(c);
             return;

@@ -53,7 +53,7 @@ struct sy_exchange {
     struct sy_route_result route;
     uint64_t req_remaining;    /* CL body bytes still to forward */
     struct sy_h1_chunked req_chunked;
-    uint64_t tried;            /* bitmask of servers tried (first 64) */
+    uint64_t tried;            /* members tried (sy_upstream_tried_bit) */
     struct sy_wupstream *wup;
     uint64_t t_connect;
     struct sy_h1_framing sf;
@@ -134,12 +134,19 @@ size_t sy_build_simple_response(char *out, size_t cap, int status, const char *e
 const char *sy_status_reason(int status);
 
 /* upstream.c */
+/* The bit of a member in the exchange's `tried` mask: at most 64 attempts per request. */
+static inline uint64_t sy_upstream_tried_bit(const struct sy_wserver *s)
+{
+    return 1ULL << (s->slot % 64);
+}
 struct sy_wserver *sy_upstream_pick(struct sy_conn *c, struct sy_wupstream *wup, uint64_t now);
 struct sy_upconn *sy_upconn_take_idle(struct sy_wserver *s);
 struct sy_upconn *sy_upconn_connect(struct sy_worker *w, struct sy_wserver *s, int *err);
 void sy_upconn_release(struct sy_upconn *u, int reusable, uint32_t keep);
 void sy_upconn_close(struct sy_upconn *u);
-void sy_upstream_mark_down(struct sy_wserver *s, const struct sy_upstream_conf *uc, uint64_t now);
+void sy_upstream_mark_down(struct sy_wserver *s, const struct sy_upstream_conf *uc,
+                           uint64_t started, uint64_t now);
+void sy_upstream_mark_up(struct sy_wserver *s, const struct sy_upstream_conf *uc);
 void sy_upconn_reap(struct sy_worker *w);
 
 /* accesslog.c */

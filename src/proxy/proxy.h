@@ -11,6 +11,7 @@
 #ifndef SY_PROXY_PROXY_H
 #define SY_PROXY_PROXY_H
 
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -26,25 +27,39 @@ struct sy_tls;
 struct sy_acme;
 struct sy_exchange;
 
-#define SY_MAX_ADDRS 16
+/*
+ * Addresses kept per server name: a headless Service returns one per pod.
+ * More are dropped (with a warning) after sorting, so every replica keeps
+ * the same ones.
+ */
+#define SY_MAX_ADDRS 256
 #define SY_BUF_SIZE 16384
 #define SY_MAX_HEADERS_CAP 256
 /* While draining, a keep-alive connection idle this long is closed (ms). */
 #define SY_DRAIN_IDLE_MS 1000
 
+/* One upstream address (IPv4 or IPv6, with the port); unused bytes are zero. */
+union sy_addr {
+    struct sockaddr sa;
+    struct sockaddr_in in;
+    struct sockaddr_in6 in6;
+};
+
 /* Addresses of one configured server, published by the resolver with a seqlock. */
 struct sy_server_rt {
     const struct sy_server_conf *conf;
-    atomic_uint seq;           /* odd while the resolver writes */
+    atomic_uint seq;           /* odd while the resolver writes; +2 per new list */
     uint32_t naddrs;
-    struct sockaddr_storage addrs[SY_MAX_ADDRS];
+    union sy_addr *addrs;      /* room for 1 (IP literal) or SY_MAX_ADDRS */
     int literal;               /* IP literal: never re-resolved */
     uint64_t resolved_at;      /* main thread only */
+    uint32_t over_limit;       /* main thread only: addresses last seen beyond SY_MAX_ADDRS */
 };
 
 struct sy_upstream_rt {
     const struct sy_upstream_conf *conf;
     struct sy_server_rt *servers;
+    atomic_uint gen;           /* bumped after any server's list changed */
 };
 
 /* An immutable snapshot: what a connection runs with. Refcounted across threads. */
@@ -59,22 +74,54 @@ struct sy_snapshot {
 void sy_snapshot_ref(struct sy_snapshot *s);
 void sy_snapshot_unref(struct sy_snapshot *s);
 
-/* Copies the addresses of server rt into out (seqlock read). Returns the count. */
-uint32_t sy_server_addrs(struct sy_server_rt *rt, struct sockaddr_storage *out, uint32_t max);
+/*
+ * Copies the addresses of server rt into out (seqlock read). Returns the
+ * count; *seq gets the version of the list.
+ */
+uint32_t sy_server_addrs(struct sy_server_rt *rt, union sy_addr *out, uint32_t max, unsigned *seq);
 
-/* Per-worker state of one server. */
+/*
+ * Per-worker state of one balancing member: one address of a configured
+ * server (a name resolving to several addresses gives several members), with
+ * its own keep-alive pool and failure state. A failed member is backed off:
+ * out of rotation for backoff_ms, which starts short and doubles while the
+ * attempts made after each back-off fail too, up to the upstream's
+ * down_time. The first connection that succeeds clears it (upstream.c).
+ *
+ * A member whose address left DNS is retired: its idle connections are
+ * closed, the requests on it finish, and it is freed with its last
+ * connection.
+ */
 struct sy_wserver {
-    struct sy_server_rt *rt;
-    uint64_t down_until;       /* loop ms; 0 = up */
+    struct sy_server_rt *rt;   /* the configured server it belongs to */
+    union sy_addr addr;
+    char text[64];             /* "ip:port" */
+    uint64_t down_until;       /* loop ms: out of rotation until then; 0 = up */
+    uint64_t failed_at;        /* loop ms of the last failure: order when every one is down */
+    uint32_t backoff_ms;       /* 0: no failure since the last success */
     uint32_t outstanding;      /* requests in flight on this worker */
-    uint32_t addr_rr;
+    uint32_t nconns;           /* open connections, idle or in use */
+    int retired;
+    uint32_t slot;             /* index in the upstream's members (bit slot % 64 of `tried`) */
+    struct sy_upsrv_counter *stat;
     struct sy_list idle;       /* idle keep-alive connections (struct sy_upconn.link) */
     uint32_t nidle;
 };
 
+/* Per-worker view of one configured server: its current members. */
+struct sy_wname {
+    struct sy_server_rt *rt;
+    unsigned seq;              /* version of rt's list that members reflect */
+    struct sy_wserver **members;
+    uint32_t nmembers;
+};
+
 struct sy_wupstream {
     struct sy_upstream_rt *rt;
-    struct sy_wserver *servers;
+    struct sy_wname *names;        /* one per configured server */
+    unsigned gen;                  /* rt->gen the members reflect */
+    struct sy_wserver **members;   /* every address of every server: what is balanced */
+    uint32_t nmembers, members_cap;
     uint32_t rr;
     struct sy_uperr_counter *errs;
 };
@@ -187,7 +234,11 @@ void sy_admin_accept(struct sy_worker *w, int fd);
 
 /* Upstream connections (upstream.c). */
 struct sy_upconn;
-void sy_upstream_release_idle(struct sy_wserver *s);
+void sy_wupstream_init(struct sy_worker *w, struct sy_wupstream *wu, struct sy_upstream_rt *rt);
+/* Takes the addresses the resolver published since: new members, retired ones. */
+void sy_wupstream_refresh(struct sy_worker *w, struct sy_wupstream *wu);
+void sy_wupstream_release_idle(struct sy_wupstream *wu);
+void sy_wupstream_free(struct sy_wupstream *wu);
 
 /* Access log (accesslog.c). */
 void sy_accesslog_flush(struct sy_worker *w);

@@ -44,8 +44,11 @@ void sy_snapshot_unref(struct sy_snapshot *s)
         return;
     if (s->tls)
         sy_tls_unref(s->tls);
-    for (size_t i = 0; i < s->cfg->nupstreams; i++)
+    for (size_t i = 0; i < s->cfg->nupstreams; i++) {
+        for (size_t k = 0; k < s->cfg->upstreams[i].nservers; k++)
+            sy_free(s->ups[i].servers[k].addrs);
         sy_free(s->ups[i].servers);
+    }
     sy_free(s->ups);
     sy_config_free(s->cfg);
     sy_free(s);
@@ -59,17 +62,8 @@ static struct sy_wsnap *wsnap_new(struct sy_worker *w, struct sy_snapshot *s)
     ws->w = w;
     ws->refs = 1; /* the worker's own */
     ws->ups = sy_calloc(cfg->nupstreams, sizeof(*ws->ups));
-    for (size_t i = 0; i < cfg->nupstreams; i++) {
-        struct sy_wupstream *wu = &ws->ups[i];
-        wu->rt = &s->ups[i];
-        wu->servers = sy_calloc(cfg->upstreams[i].nservers, sizeof(*wu->servers));
-        for (size_t k = 0; k < cfg->upstreams[i].nservers; k++) {
-            wu->servers[k].rt = &s->ups[i].servers[k];
-            sy_list_init(&wu->servers[k].idle);
-        }
-        wu->rr = w->id; /* workers start their rotation at different servers */
-        wu->errs = sy_metrics_uperr(&w->metrics, cfg->upstreams[i].name);
-    }
+    for (size_t i = 0; i < cfg->nupstreams; i++)
+        sy_wupstream_init(w, &ws->ups[i], &s->ups[i]);
     ws->site_counters = sy_calloc(cfg->nsites, sizeof(*ws->site_counters));
     for (size_t i = 0; i < cfg->nsites; i++) {
         const struct sy_site_conf *site = &cfg->sites[i];
@@ -89,11 +83,8 @@ void sy_wsnap_unref(struct sy_wsnap *ws)
     if (!ws || --ws->refs > 0)
         return;
     const struct sy_config *cfg = ws->snap->cfg;
-    for (size_t i = 0; i < cfg->nupstreams; i++) {
-        for (size_t k = 0; k < cfg->upstreams[i].nservers; k++)
-            sy_upstream_release_idle(&ws->ups[i].servers[k]);
-        sy_free(ws->ups[i].servers);
-    }
+    for (size_t i = 0; i < cfg->nupstreams; i++)
+        sy_wupstream_free(&ws->ups[i]);
     sy_free(ws->ups);
     for (size_t i = 0; i < cfg->nsites; i++)
         sy_free(ws->site_counters[i]);
@@ -119,8 +110,7 @@ static void take_mailbox(struct sy_worker *w)
         /* Idle pooled connections belong to the old view: close them now. */
         const struct sy_config *cfg = old->snap->cfg;
         for (size_t i = 0; i < cfg->nupstreams; i++)
-            for (size_t k = 0; k < cfg->upstreams[i].nservers; k++)
-                sy_upstream_release_idle(&old->ups[i].servers[k]);
+            sy_wupstream_release_idle(&old->ups[i]);
         sy_wsnap_unref(old);
     }
 }
@@ -413,7 +403,11 @@ static void report_log_drops(struct sy_worker *w)
     }
 }
 
-/* Flushes the access log at least every 100 ms even when the loop is quiet. */
+/*
+ * Flushes the access log at least every 100 ms even when the loop is quiet,
+ * and takes new upstream addresses: a retired address's idle connections
+ * close even when no request comes.
+ */
 static void tick(struct sy_timer *t)
 {
     struct sy_worker *w = SY_CONTAINER_OF(t, struct sy_worker, tick);
@@ -421,6 +415,9 @@ static void tick(struct sy_timer *t)
         sy_accesslog_flush(w);
     if (w->id == 0)
         report_log_drops(w);
+    if (w->ws)
+        for (size_t i = 0; i < w->ws->snap->cfg->nupstreams; i++)
+            sy_wupstream_refresh(w, &w->ws->ups[i]);
     if (++w->ticks % 10 == 0)
         buf_shrink(w);
     sy_timer_set(w->loop, t, sy_loop_now(w->loop) + 100);

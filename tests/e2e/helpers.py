@@ -8,6 +8,7 @@
 """
 
 import asyncio
+import ctypes
 import hashlib
 import http.client
 import json
@@ -28,6 +29,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from ports import free_port  # noqa: E402  (shared with tests/acme)
 
 STARTUP_TIMEOUT = 10.0
+
+_libc = ctypes.PyDLL(None, use_errno=True)  # calls through it keep the GIL
 
 
 # ---------------------------------------------------------------- utilities
@@ -354,6 +357,61 @@ def conn_request(conn, method, path, host, headers=(), body=None):
     return Resp(r.status, r.reason, list(r.getheaders()), data)
 
 
+class SteadyLoad:
+    """Client threads sending GETs one after another, each on a fresh connection, while the
+    test changes the upstream side. Records (start, end, status, X-Upstream) per request;
+    status 0 stands for a connection error or a timeout. Use as a context manager."""
+
+    def __init__(self, gw, host="x.test", threads=4, path="/load", timeout=10.0):
+        self.gw = gw
+        self.host = host
+        self.threads = threads
+        self.path = path
+        self.timeout = timeout
+        self.results = []
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.workers = []
+
+    def _run(self, k):
+        i = 0
+        while not self.stopping.is_set():
+            t0 = time.monotonic()
+            try:
+                r = self.gw.get("%s?c=%d&i=%d" % (self.path, k, i), host=self.host,
+                                timeout=self.timeout)
+                rec = (t0, time.monotonic(), r.status, r.header("X-Upstream"))
+            except (OSError, http.client.HTTPException):
+                rec = (t0, time.monotonic(), 0, None)
+            with self.lock:
+                self.results.append(rec)
+            i += 1
+
+    def __enter__(self):
+        for k in range(self.threads):
+            t = threading.Thread(target=self._run, args=(k,), daemon=True)
+            t.start()
+            self.workers.append(t)
+        return self
+
+    def __exit__(self, *exc):
+        self.stopping.set()
+        for t in self.workers:
+            t.join(self.timeout + 5)
+        return False
+
+    def snapshot(self):
+        with self.lock:
+            return list(self.results)
+
+    def ok_since(self, t):
+        """Requests started at or after t that were answered 200."""
+        return sum(1 for r in self.snapshot() if r[0] >= t and r[2] == 200)
+
+    def failures(self):
+        return [r for r in self.snapshot() if r[2] != 200]
+
+
 # ---------------------------------------------------------------- metrics
 
 _SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)')
@@ -400,25 +458,67 @@ class ThreadedServer:
     every accepted socket still open."""
 
     def __init__(self, host="127.0.0.1", port=0, backlog=128):
-        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.lsock.bind((host, port))
-        self.lsock.listen(backlog)
+        self.host = host
+        self.backlog = backlog
+        self.lsock = self._listen(port)
         self.port = self.lsock.getsockname()[1]
-        self.addr = "127.0.0.1:%d" % self.port
+        self.addr = "%s:%d" % (host, self.port)
         self.lock = threading.Lock()
         self.conn_count = 0         # connections accepted so far; also the last id given
         self.stopping = threading.Event()
         self.socks = set()
 
+    def _listen(self, port):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((self.host, port))
+        s.listen(self.backlog)
+        return s
+
     def start(self):
-        threading.Thread(target=self._accept_loop, daemon=True).start()
+        threading.Thread(target=self._accept_loop, args=(self.lsock,), daemon=True).start()
         return self
+
+    def close_listener(self):
+        """Refuses new connections (like a stopped process's port); the connections already
+        accepted are served to their end. Connections waiting in the backlog are accepted
+        first (closing would reset them), which leaves a window of microseconds. The listener
+        is shut down, not only closed: the accept thread's poll holds the socket open (and
+        listening) until it returns."""
+        lsock, self.lsock = self.lsock, None
+        if not lsock:
+            return
+        lsock.setblocking(False)  # also ends the accept thread
+        # accept4 and close through PyDLL keep the GIL: no other thread runs between the last
+        # accept and the close, so the window is as short as in C.
+        fds = []
+        lfd = lsock.fileno()
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(1.0)
+        try:
+            while True:
+                fd = _libc.accept4(lfd, None, None, socket.SOCK_CLOEXEC)
+                if fd < 0:
+                    break
+                fds.append(fd)
+            fd = lsock.detach()
+            _libc.shutdown(fd, socket.SHUT_RDWR)
+            _libc.close(fd)
+        finally:
+            sys.setswitchinterval(interval)
+        for fd in fds:
+            self._spawn(socket.socket(fileno=fd))
+
+    def listen_again(self):
+        """Accepts connections on the same address again after close_listener()."""
+        self.lsock = self._listen(self.port)
+        self.start()
 
     def stop(self):
         self.stopping.set()
         try:
-            self.lsock.close()
+            if self.lsock:
+                self.lsock.close()
         except OSError:
             pass
         with self.lock:
@@ -433,20 +533,24 @@ class ThreadedServer:
             except OSError:
                 pass
 
-    def _accept_loop(self):
-        self.lsock.settimeout(0.2)
+    def _accept_loop(self, lsock):
+        lsock.settimeout(0.2)
         while not self.stopping.is_set():
             try:
-                s, _ = self.lsock.accept()
+                s, _ = lsock.accept()
             except socket.timeout:
                 continue
             except OSError:
                 return
-            with self.lock:
-                self.conn_count += 1
-                cid = self.conn_count
-                self.socks.add(s)
-            threading.Thread(target=self._serve_until_stopped, args=(s, cid), daemon=True).start()
+            self._spawn(s)
+
+    def _spawn(self, s):
+        s.setblocking(True)
+        with self.lock:
+            self.conn_count += 1
+            cid = self.conn_count
+            self.socks.add(s)
+        threading.Thread(target=self._serve_until_stopped, args=(s, cid), daemon=True).start()
 
     def _serve_until_stopped(self, s, cid):
         try:
