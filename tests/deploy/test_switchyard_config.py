@@ -45,6 +45,30 @@ def test_upstreams_point_at_the_rendered_services(cfg, k8s, version):
     svc = k8s.get("Service", name, ns)
     assert int(port) in [p["port"] for p in svc["spec"]["ports"]]
     assert svc["spec"]["selector"]["app.kubernetes.io/version"] == version
+    # Headless: the name answers with every ready pod, and the gateway balances over them.
+    assert svc["spec"].get("clusterIP") == "None", svc["spec"]
+    assert not svc["spec"].get("publishNotReadyAddresses", False)
+    # The ClusterIP Service of the version stays for everything else.
+    plain = k8s.get("Service", "postfacto-" + version.replace(".", "-"), ns)
+    assert plain["spec"].get("clusterIP") != "None"
+    assert plain["spec"]["selector"] == svc["spec"]["selector"]
+
+
+def test_app_pods_outlive_one_resolve_interval_after_sigterm(cfg, k8s):
+    """A pod that is going keeps serving until every gateway has re-resolved its name."""
+    interval = max(_seconds(u["resolve_interval"]) for u in cfg["upstreams"].values())
+    for version in ("4-1-0", "4-2-0"):
+        dep = k8s.get("Deployment", "postfacto-" + version, "postfacto")
+        spec = dep["spec"]["template"]["spec"]
+        c = next(c for c in spec["containers"] if c["name"] == "postfacto")
+        pause = c["lifecycle"]["preStop"]["sleep"]["seconds"]
+        assert pause > interval
+        assert spec.get("terminationGracePeriodSeconds", 30) > pause
+
+
+def _seconds(text):
+    text = str(text)
+    return int(text[:-1]) * {"s": 1, "m": 60}[text[-1]] if text[-1] in "sm" else int(text)
 
 
 def test_acme_for_the_public_host_on_the_shared_volume(cfg, k8s):
