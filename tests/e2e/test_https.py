@@ -454,8 +454,8 @@ def test_testssl_finds_nothing_high_or_critical(start_tls, pki, tmp_path):
     p = subprocess.run(
         ["sh", script, "--ca", pki["ca"].cert, "--allow", "cert_revocation", "--out", out,
          "a.test:%d" % gw.https_port, "--ip", "127.0.0.1"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=150,
-        env=dict(os.environ, TESTSSL_TIMEOUT="120"))
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=330,
+        env=dict(os.environ, TESTSSL_TIMEOUT="300"))
     text = p.stdout.decode(errors="replace")
     assert p.returncode == 0, text[-4000:]
     assert "none HIGH or CRITICAL" in text, text

@@ -56,6 +56,12 @@ fi
 
 status=0
 timeout "${TESTSSL_TIMEOUT:-600}" testssl "$@" "$target" >"$tmp/log" 2>&1 || status=$?
+if [ "$status" -eq 124 ]; then
+    echo "run-testssl: testssl did not finish within ${TESTSSL_TIMEOUT:-600} s (TESTSSL_TIMEOUT);" \
+        "its findings are incomplete. Its output:" >&2
+    tail -n 40 "$tmp/log" >&2
+    exit 2
+fi
 if [ ! -s "$json" ]; then
     echo "run-testssl: testssl produced no findings (exit $status); its output:" >&2
     tail -n 40 "$tmp/log" >&2
