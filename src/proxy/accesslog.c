@@ -87,9 +87,9 @@ static void lput_str_field(struct sy_worker *w, const char *key, const char *v, 
     lput(w, "\"", 1);
 }
 
-void sy_accesslog_write(struct sy_conn *c, uint64_t duration_us)
+void sy_accesslog_write(struct sy_exchange *x, uint64_t duration_us)
 {
-    struct sy_worker *w = c->w;
+    struct sy_worker *w = x->w;
     if (!w->log)
         w->log = sy_malloc(LOG_CAP);
     w->log_line = w->loglen;
@@ -103,27 +103,27 @@ void sy_accesslog_write(struct sy_conn *c, uint64_t duration_us)
                      tm.tm_sec, ts.tv_nsec / 1000000);
     lput(w, head, (size_t)n);
     char client[80];
-    int cl = snprintf(client, sizeof(client), strchr(c->peer_ip, ':') ? "[%s]:%u" : "%s:%u",
-                      c->peer_ip, c->peer_port);
+    int cl = snprintf(client, sizeof(client), strchr(x->peer_ip, ':') ? "[%s]:%u" : "%s:%u",
+                      x->peer_ip, x->peer_port);
     lput_str_field(w, "client", client, (size_t)cl, 0);
-    lput_str_field(w, "method", c->x->req.method.p ? c->x->req.method.p : "", c->x->req.method.len, 0);
-    lput_str_field(w, "path", c->x->log_path.p ? c->x->log_path.p : "", c->x->log_path.len, 0);
+    lput_str_field(w, "method", x->req.method.p ? x->req.method.p : "", x->req.method.len, 0);
+    lput_str_field(w, "path", x->log_path.p ? x->log_path.p : "", x->log_path.len, 0);
     char nums[160];
     n = snprintf(nums, sizeof(nums),
                  ",\"status\":%d,\"bytes_in\":%llu,\"bytes_out\":%llu,\"duration_ms\":%.3f",
-                 c->x->status, (unsigned long long)c->x->bytes_in, (unsigned long long)c->x->bytes_out,
+                 x->status, (unsigned long long)x->bytes_in, (unsigned long long)x->bytes_out,
                  (double)duration_us / 1000.0);
     lput(w, nums, (size_t)n);
-    const struct sy_site_conf *site = c->x->route.site;
+    const struct sy_site_conf *site = x->route.site;
     lput_str_field(w, "site", site ? site->hosts[0] : NULL, site ? strlen(site->hosts[0]) : 0,
                    !site);
-    const char *ver = c->x->route.route ? c->x->route.route->version : NULL;
+    const char *ver = x->route.route ? x->route.route->version : NULL;
     lput_str_field(w, "version", ver, ver ? strlen(ver) : 0, !ver);
-    const char *src = c->x->route.route ? sy_vsrc_name(c->x->route.source) : NULL;
+    const char *src = x->route.route ? sy_vsrc_name(x->route.source) : NULL;
     lput_str_field(w, "version_source", src, src ? strlen(src) : 0, !src);
-    lput_str_field(w, "upstream", c->x->log_upstream, c->x->log_upstream ? strlen(c->x->log_upstream) : 0,
-                   !c->x->log_upstream);
-    lput_str_field(w, "request_id", c->x->reqid, strlen(c->x->reqid), 0);
+    lput_str_field(w, "upstream", x->log_upstream, x->log_upstream ? strlen(x->log_upstream) : 0,
+                   !x->log_upstream);
+    lput_str_field(w, "request_id", x->reqid, strlen(x->reqid), 0);
     lput(w, "}\n", 2);
     if (w->log_overlong) {
         w->log_overlong = 0;

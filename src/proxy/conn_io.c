@@ -167,7 +167,7 @@ void sy__rbuf_ensure(struct sy_conn *c)
         c->rbuf = sy_worker_buf_get(c->w);
         c->rcap = SY_BUF_SIZE;
         c->rbuf_private = 0;
-        c->roff = c->rlen = c->bpos = c->bscan = 0;
+        c->roff = c->rlen = c->bpos = 0;
     }
 }
 
@@ -179,42 +179,8 @@ void sy__rbuf_release_if_empty(struct sy_conn *c)
         else
             sy_worker_buf_put(c->w, c->rbuf);
         c->rbuf = NULL;
-        c->rcap = c->roff = c->rlen = c->bpos = c->bscan = 0;
+        c->rcap = c->roff = c->rlen = c->bpos = 0;
     }
-}
-
-/* The per-request state, from the worker's free list (zeroed). */
-struct sy_exchange *sy__x_get(struct sy_conn *c)
-{
-    if (c->x)
-        return c->x;
-    struct sy_worker *w = c->w;
-    struct sy_exchange *x = w->x_free;
-    if (x) {
-        w->x_free = x->next_free;
-        w->nx_free--;
-    } else {
-        x = sy_malloc(sizeof(*x));
-    }
-    memset(x, 0, sizeof(*x));
-    c->x = x;
-    return x;
-}
-
-void sy__x_put(struct sy_conn *c)
-{
-    struct sy_exchange *x = c->x;
-    if (!x)
-        return;
-    c->x = NULL;
-    struct sy_worker *w = c->w;
-    if (w->nx_free >= 64) {
-        sy_free(x);
-        return;
-    }
-    x->next_free = w->x_free;
-    w->x_free = x;
-    w->nx_free++;
 }
 
 /* Makes room at the end of rbuf for a head that does not fit yet. Returns 0 or -1 (full). */
@@ -226,7 +192,7 @@ int sy__rbuf_room_for_head(struct sy_conn *c)
         memmove(c->rbuf, c->rbuf + c->roff, c->rlen - c->roff);
         c->rlen -= c->roff;
         c->roff = 0;
-        c->bpos = c->bscan = 0;
+        c->bpos = 0;
         return 0;
     }
     size_t limit = c->ws->snap->cfg->limits.max_request_head + 1;
@@ -246,18 +212,18 @@ int sy__rbuf_room_for_head(struct sy_conn *c)
 }
 
 /* Out buffers: a pooled SY_BUF_SIZE buffer when `need` fits, a private one otherwise. */
-char *sy__out_alloc(struct sy_conn *c, size_t need, int *pooled)
+char *sy__out_alloc(struct sy_worker *w, size_t need, int *pooled)
 {
     *pooled = need <= SY_BUF_SIZE;
-    return *pooled ? sy_worker_buf_get(c->w) : sy_malloc(need);
+    return *pooled ? sy_worker_buf_get(w) : sy_malloc(need);
 }
 
-void sy__out_free(struct sy_conn *c, char **p, int pooled)
+void sy__out_free(struct sy_worker *w, char **p, int pooled)
 {
     if (!*p)
         return;
     if (pooled)
-        sy_worker_buf_put(c->w, *p);
+        sy_worker_buf_put(w, *p);
     else
         sy_free(*p);
     *p = NULL;
@@ -265,13 +231,6 @@ void sy__out_free(struct sy_conn *c, char **p, int pooled)
 
 void sy__free_hbuf(struct sy_conn *c)
 {
-    sy__out_free(c, &c->hbuf, c->hbuf_pooled);
+    sy__out_free(c->w, &c->hbuf, c->hbuf_pooled);
     c->hoff = c->hlen = 0;
-}
-
-void sy__free_out_buffers(struct sy_conn *c)
-{
-    sy__out_free(c, &c->obuf, c->obuf_pooled);
-    sy__free_hbuf(c);
-    c->ooff = c->olen = 0;
 }

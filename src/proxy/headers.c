@@ -106,10 +106,10 @@ static int is_hop_by_hop(struct sy_str name)
     }
 }
 
-size_t sy_build_upstream_head(struct sy_conn *c, char *out, size_t cap)
+size_t sy_build_upstream_head(struct sy_exchange *x, char *out, size_t cap)
 {
     struct wbuf b = {out, 0, cap, 0};
-    const struct sy_h1_request *r = &c->x->req;
+    const struct sy_h1_request *r = &x->req;
     struct hop hop;
     collect_connection(r->headers, r->num_headers, &hop);
 
@@ -122,7 +122,7 @@ size_t sy_build_upstream_head(struct sy_conn *c, char *out, size_t cap)
     size_t nxff = 0;
     for (size_t i = 0; i < r->num_headers; i++) {
         const struct sy_h1_header *h = &r->headers[i];
-        if (c->upgrade && (sy_str_caseeq_cstr(h->name, "connection") ||
+        if (x->upgrade && (sy_str_caseeq_cstr(h->name, "connection") ||
                            sy_str_caseeq_cstr(h->name, "upgrade"))) {
             put_header(&b, h->name, h->value);
             continue;
@@ -147,19 +147,19 @@ size_t sy_build_upstream_head(struct sy_conn *c, char *out, size_t cap)
         putstr(&b, xff[i]);
         put(&b, ", ", 2);
     }
-    puts_(&b, c->peer_ip);
+    puts_(&b, x->peer_ip);
     put(&b, "\r\n", 2);
-    puts_(&b, c->https ? "X-Forwarded-Proto: https\r\n" : "X-Forwarded-Proto: http\r\n");
-    if (c->x->rf.host)
-        put_header(&b, SY_STR_LIT("X-Forwarded-Host"), c->x->rf.host->value);
-    if (!c->x->reqid_in.p) {
+    puts_(&b, x->https ? "X-Forwarded-Proto: https\r\n" : "X-Forwarded-Proto: http\r\n");
+    if (x->rf.host)
+        put_header(&b, SY_STR_LIT("X-Forwarded-Host"), x->rf.host->value);
+    if (!x->reqid_in.p) {
         put(&b, "X-Request-Id: ", 14);
-        puts_(&b, c->x->reqid);
+        puts_(&b, x->reqid);
         put(&b, "\r\n", 2);
     }
-    if (c->x->rf.body == SY_H1_BODY_CHUNKED)
+    if (x->rf.body == SY_H1_BODY_CHUNKED)
         puts_(&b, "Transfer-Encoding: chunked\r\n");
-    if (r->minor_version == 0 && !c->upgrade)
+    if (r->minor_version == 0 && !x->upgrade)
         puts_(&b, "Connection: keep-alive\r\n");
     put(&b, "\r\n", 2);
     return b.overflow ? 0 : b.len;

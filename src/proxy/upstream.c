@@ -203,16 +203,16 @@ void sy_wupstream_free(struct sy_wupstream *wu)
  * are ejected). The cost per request is one atomic load unless the resolver
  * published new addresses.
  */
-struct sy_wserver *sy_upstream_pick(struct sy_conn *c, struct sy_wupstream *wup, uint64_t now)
+struct sy_wserver *sy_upstream_pick(struct sy_exchange *x, struct sy_wupstream *wup, uint64_t now)
 {
     const struct sy_upstream_conf *uc = wup->rt->conf;
-    sy_wupstream_refresh(c->w, wup);
+    sy_wupstream_refresh(x->w, wup);
     uint32_t n = wup->nmembers;
     struct sy_wserver *best = NULL, *down = NULL;
     uint32_t start = wup->rr++;
     for (uint32_t k = 0; k < n; k++) {
         struct sy_wserver *s = wup->members[(start + k) % n];
-        if (c->x->tried & sy_upstream_tried_bit(s))
+        if (x->tried & sy_upstream_tried_bit(s))
             continue;
         if (s->down_until > now) {
             if (!down || s->failed_at < down->failed_at)
@@ -267,7 +267,7 @@ static void idle_event(struct sy_io *io, uint32_t events)
     if (u->dead)
         return;
     if (u->owner) {
-        sy_conn_upstream_event(u, events);
+        sy_exchange_upstream_event(u, events);
         return;
     }
     /* Idle: any readability means the server closed it or sent garbage. */

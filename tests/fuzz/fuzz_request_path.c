@@ -176,6 +176,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     c->ws = &wsnap;
     c->https = flags & 1;
     memcpy(c->peer_ip, "192.0.2.1", 10);
+    c->x->peer_ip = c->peer_ip;
+    c->x->https = c->https;
     memcpy(c->x->reqid, "0123456789abcdef", 17);
     c->x->req.headers = hdrs;
     int r = sy_h1_parse_request(buf, reqlen, &c->x->req, &lim, &status);
@@ -188,9 +190,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (c->x->route.upstream >= cfg->nupstreams)
                 abort();
         }
-        c->upgrade = c->x->rf.upgrade && (c->x->rf.body == SY_H1_BODY_NONE ||
+        c->x->upgrade = c->x->rf.upgrade && (c->x->rf.body == SY_H1_BODY_NONE ||
                                        (c->x->rf.body == SY_H1_BODY_LENGTH && c->x->rf.length == 0));
-        size_t n = sy_build_upstream_head(c, up, sizeof(up));
+        size_t n = sy_build_upstream_head(c->x, up, sizeof(up));
         if (n > 0)
             check_upstream_head(c, up, n);
         if (c->x->rf.body == SY_H1_BODY_CHUNKED) {
