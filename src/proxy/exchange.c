@@ -223,6 +223,28 @@ static int fresh_retry_ok(struct sy_exchange *x)
            !x->resp_started;
 }
 
+/*
+ * The upstream closed or reset a fresh connection before answering: a server
+ * going away resets what waited in its accept queue. A request that may be
+ * sent again without a second effect (no body, GET, HEAD or OPTIONS, no
+ * Upgrade) goes to another server, as nginx's proxy_next_upstream does;
+ * anything else gets 502, since the server may have acted on it.
+ */
+static int resend_ok(struct sy_exchange *x)
+{
+    struct sy_str m = x->req.method;
+    return !x->resp_started && x->rf.body == SY_H1_BODY_NONE && !x->upgrade &&
+           (sy_str_eq(m, SY_STR_LIT("GET")) || sy_str_eq(m, SY_STR_LIT("HEAD")) ||
+            sy_str_eq(m, SY_STR_LIT("OPTIONS")));
+}
+
+static int upstream_reset(struct sy_exchange *x)
+{
+    if (fresh_retry_ok(x))
+        return upstream_failed(x, SY_UPERR_RESET, RETRY_FRESH);
+    return upstream_failed(x, SY_UPERR_RESET, resend_ok(x) ? RETRY_OTHER : RETRY_NONE);
+}
+
 static int connect_upstream(struct sy_exchange *x)
 {
     uint64_t now = now_ms(x);
@@ -427,7 +449,7 @@ static int forward_request(struct sy_exchange *x)
         if (n == -1)
             return SY_P_BLOCKED;
         if (n < 0)
-            return upstream_failed(x, SY_UPERR_RESET, fresh_retry_ok(x) ? RETRY_FRESH : RETRY_NONE);
+            return upstream_reset(x);
         x->ooff += (size_t)n;
         progress = 1;
         if (x->ooff < x->olen)
@@ -541,10 +563,9 @@ static int parse_response_head(struct sy_exchange *x)
         int r = sy_h1_parse_response(u->buf + u->off, u->len - u->off, &resp, &lim);
         if (r == SY_H1_PARTIAL) {
             if (u->len - u->off >= SY_BUF_SIZE || u->eof) {
-                int reset = u->eof && u->len == u->off;
-                if (reset && fresh_retry_ok(x))
-                    return upstream_failed(x, SY_UPERR_RESET, RETRY_FRESH);
-                return upstream_failed(x, reset ? SY_UPERR_RESET : SY_UPERR_BAD_RESPONSE, 0);
+                if (u->eof && u->len == u->off)
+                    return upstream_reset(x);
+                return upstream_failed(x, SY_UPERR_BAD_RESPONSE, RETRY_NONE);
             }
             return SY_P_BLOCKED;
         }
@@ -582,9 +603,9 @@ static int parse_response_head(struct sy_exchange *x)
 static int head_eof(struct sy_exchange *x)
 {
     struct sy_upconn *u = x->up;
-    if (u->len == u->off && fresh_retry_ok(x))
-        return upstream_failed(x, SY_UPERR_RESET, RETRY_FRESH);
-    return upstream_failed(x, u->len == u->off ? SY_UPERR_RESET : SY_UPERR_BAD_RESPONSE, 0);
+    if (u->len == u->off)
+        return upstream_reset(x);
+    return upstream_failed(x, SY_UPERR_BAD_RESPONSE, RETRY_NONE);
 }
 
 static int bad_body(struct sy_exchange *x)

@@ -17,6 +17,7 @@ import re
 import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -586,6 +587,7 @@ class Upstream(ThreadedServer):
     /hop-response    response with hop-by-hop headers that must not reach the client
     /set-cookie      response carrying its own Set-Cookie
     /garbage         an invalid response, then close
+    /reset[?only=NAME]  reset the connection (RST) without answering (only upstream NAME)
     /close-after     a normal keep-alive response, then close the connection
     Upgrade requests (Connection: upgrade + Upgrade): 101, then echo bytes.
     anything else    200 JSON describing what was received.
@@ -763,6 +765,10 @@ class Upstream(ThreadedServer):
             return False
         if path == "/garbage":
             s.sendall(b"THIS IS NOT HTTP AT ALL\r\n\r\n")
+            return False
+        if path == "/reset" and query.get("only", self.name) == self.name:
+            # What a server that is going away does to a request it had not started on.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             return False
         if path in ("/big", "/big-chunked"):
             n = int(query.get("bytes", "1048576"))

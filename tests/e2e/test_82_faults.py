@@ -177,3 +177,29 @@ def test_endless_body_streams_and_client_can_abort(gateway, upstream):
         assert any(e.get("path") == "/endless" for e in log)
     finally:
         endless.stop()
+
+
+def test_reset_before_any_answer_resends_only_what_is_safe(gateway, upstream):
+    """A fresh upstream connection reset before any response byte (a server going away resets
+    its accept queue): GET, HEAD and OPTIONS without a body go to another server; a POST, which
+    the server may have acted on, gets 502 and is never sent twice."""
+    a, b = upstream("a"), upstream("b")
+    hp, ap = free_port(), free_port()
+    gw = gateway(make_config(
+        hp, ap,
+        upstreams={"ab": {"servers": [a.addr, b.addr], "balance": "round_robin",
+                          "keepalive": 0},
+                   "a": {"servers": [a.addr], "keepalive": 0}},
+        sites=[{"hosts": ["ab.test"], "upstream": "ab"}, {"hosts": ["a.test"], "upstream": "a"}]))
+    for _ in range(6):
+        r = gw.get("/reset?only=a", host="ab.test")
+        assert r.status == 200 and r.header("X-Upstream") == "b", r
+    assert len(a.started) >= 2  # round robin sent some to a first: each went on to b
+    posts = [gw.request("POST", "/reset?only=a", host="ab.test", body=b"once").status
+             for _ in range(6)]
+    assert posts.count(502) >= 2 and set(posts) <= {200, 502}, posts
+    assert len([r for r in b.requests if r["method"] == "POST"]) == posts.count(200)
+    # With nowhere else to go, the GET gets 502, and the server saw it once.
+    before = len(a.started)
+    assert gw.get("/reset", host="a.test").status == 502
+    assert len(a.started) == before + 1
