@@ -11,7 +11,7 @@
 #
 #   deploy/image-test.sh            (root; or: make image-test)
 #   IMAGE=name:tag                  the tag to build (default localhost/switchyard:image-test)
-#   DEBIAN_MIRROR=URL               for debootstrap (default http://deb.debian.org/debian)
+#   DEBIAN_MIRROR=URL               for debootstrap (default: the machine's own apt source)
 #   IMAGE_TEST_FRESH=1              forget the cached root file system and the base images
 set -euo pipefail
 
@@ -19,7 +19,24 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cache="$repo/build/image"
 rootfs_tar="$cache/debian-12-rootfs.tar"
 image=${IMAGE:-localhost/switchyard:image-test}
-mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+# The Debian archive this machine's apt already uses (deb822 or one-line sources).
+apt_mirror() {
+    local f
+    for f in /etc/apt/sources.list.d/*.sources; do
+        if [[ -f $f ]]; then
+            awk '/^URIs:/ && $2 ~ /debian\/?$/ {print $2; exit}' "$f"
+        fi
+    done
+    if [[ -f /etc/apt/sources.list ]]; then
+        awk '$1 == "deb" && $2 ~ /^http/ && $2 ~ /debian\/?$/ {print $2; exit}' /etc/apt/sources.list
+    fi
+    return 0
+}
+mirror=${DEBIAN_MIRROR:-$(apt_mirror | head -n 1)}
+if [[ -z $mirror ]]; then
+    echo "image-test: no Debian archive found in the apt sources; set DEBIAN_MIRROR" >&2
+    exit 1
+fi
 # podman's defaults exceed this machine's hard limits; crun refuses its cgroup setup.
 podman_opts=(--runtime runc)
 limits=(--ulimit nofile=16384:16384 --ulimit nproc=4096:4096)
