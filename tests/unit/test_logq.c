@@ -81,7 +81,7 @@ Test(logq, lines_wrap_around_the_ring)
     cr_assert_eq(pipe(fds), 0);
     cr_assert_eq(sy_logq_open(fds[1]), 0);
     struct sy_logq_ring *r = sy_logq_ring_new(fds[1], 16);
-    char line[8], buf[8];
+    char line[16], buf[8];
     for (int i = 0; i < 100; i++) {
         snprintf(line, sizeof(line), "l%04d\n", i);
         cr_assert_eq(sy_logq_put(r, line, 6), 0);
