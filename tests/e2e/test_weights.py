@@ -57,6 +57,27 @@ def visit(gw, path="/", cookie=None):
     return served, pin_of(r)
 
 
+def reload(gw, cfg, applied):
+    """Reloads and waits until applied() says the workers serve the new file (they take it up
+    between two requests)."""
+    gw.reload(cfg)
+    wait_for(applied, 5, what="the reloaded configuration to serve")
+
+
+def probe(gw, headers=()):
+    """A request kept out of the checks on the access log (path /probe): the served version."""
+    r = gw.get("/probe", host=HOST, headers=list(headers))
+    assert r.status == 200, r
+    return r.header("X-Upstream")
+
+
+def logged_sources(gw, n):
+    return [e["version_source"] for e in wait_for(
+        lambda: (lambda log: len(log) >= n and log)(
+            [e for e in gw.access_log() if e["path"] != "/probe"]), 5,
+        what="%d access log lines" % n)]
+
+
 def new_visitor(gw):
     """A first visit: assigned by weight and pinned to what served it."""
     served, pinned = visit(gw)
@@ -182,7 +203,8 @@ def test_reload_changes_weights_and_keeps_pins(gateway, upstream, ports):
     early = [new_visitor(gw) for _ in range(20)]
     assert set(early) == {"4.1.0"}, early
 
-    gw.reload(config(ups, ports, {"4.1.0": 0, "4.2.0": 1}))
+    # 4.2.0 had weight 0: a new visitor there means the new weights are in force
+    reload(gw, config(ups, ports, {"4.1.0": 0, "4.2.0": 1}), lambda: probe(gw) == "4.2.0")
     # the visitors pinned before the reload stay where they are ...
     for _ in range(5):
         assert visit(gw, "/api/retros", cookie="4.1.0") == ("4.1.0", None)
@@ -196,7 +218,8 @@ def test_reload_changes_weights_and_keeps_pins(gateway, upstream, ports):
     line = gw.text.splitlines().index("      weights:") + 1
     want = "%s:%d: sites[0].version.weights: at least one weight must be above 0" % (gw.path, line)
     wait_for(lambda: want in gw.stderr_text(), 5, what="the refused reload's FILE:LINE error")
-    assert gw.metric("switchyard_config_reloads_total", result="failed") == 1
+    wait_for(lambda: gw.metric("switchyard_config_reloads_total", result="failed") == 1, 5,
+             what="the refused reload to be counted")
     assert {new_visitor(gw) for _ in range(10)} == {"4.2.0"}
 
 
@@ -218,13 +241,14 @@ def test_removed_version_sends_its_visitors_to_assignment(gateway, upstream, por
     assert visit(gw, cookie=old) == ("4.1.0", None)
 
     # 4.1.0 is retired; only 4.3.0 takes new visitors (4.2.0 stays the default)
-    gw.reload(config(ups, ports, {"4.3.0": 1}, routes={"4.2.0": "v2", "4.3.0": "v3"}))
+    reload(gw, config(ups, ports, {"4.3.0": 1}, routes={"4.2.0": "v2", "4.3.0": "v3"}),
+           lambda: probe(gw, [("X-Postfacto-Version", "4.3.0")]) == "4.3.0")
     served, pinned = visit(gw, cookie=old)
     assert (served, pinned) == ("4.3.0", "4.3.0")
     # and from then on the new pin holds
     for _ in range(3):
         assert visit(gw, cookie=pinned) == ("4.3.0", None)
-    sources = [e["version_source"] for e in gw.wait_access_log(6)]
+    sources = logged_sources(gw, 6)
     assert sources == ["weight", "cookie", "weight", "cookie", "cookie", "cookie"], sources
 
 
@@ -242,7 +266,7 @@ def test_without_weights_the_default_serves_as_before(gateway, upstream, ports):
     gw, ups = start(gateway, upstream, ports, {"4.1.0": 1})
     assert new_visitor(gw) == "4.1.0"
     # weights removed by a reload: back to the default, no pin for new visitors
-    gw.reload(config(ups, ports, None))
+    reload(gw, config(ups, ports, None), lambda: probe(gw) == "4.2.0")
     for cookie in (None, "7.7.7"):
         assert visit(gw, cookie=cookie) == ("4.2.0", None)
     # the visitors pinned while weights were on stay pinned
@@ -250,7 +274,7 @@ def test_without_weights_the_default_serves_as_before(gateway, upstream, ports):
     r = gw.get("/?postfacto_version=", host=HOST, headers=[("Cookie", "postfacto_version=4.1.0")])
     assert r.header("X-Upstream") == "4.2.0"
     assert r.header_values("Set-Cookie") == [CLEAR]
-    sources = [e["version_source"] for e in gw.wait_access_log(5)]
+    sources = logged_sources(gw, 5)
     assert sources == ["weight", "default", "default", "cookie", "default"], sources
 
 
