@@ -678,18 +678,60 @@ static int load_hosts(struct ctx *c, yaml_node_t *key, yaml_node_t *n, size_t si
     return 0;
 }
 
+/* 1 and the index in *out when `version` is a key of the site's routes. */
+static int find_route(const struct sy_site_conf *site, const char *version, size_t *out)
+{
+    for (size_t i = 0; i < site->version.nroutes; i++) {
+        if (strcmp(site->version.routes[i].version, version) == 0) {
+            *out = i;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/*
+ * version.weights: a mapping from keys of routes to integers 0..SY_WEIGHT_MAX.
+ * A route left out has weight 0; at least one weight must be above 0.
+ */
+static int load_weights(struct ctx *c, yaml_node_t *key, yaml_node_t *n, const char *what,
+                        struct sy_site_conf *site)
+{
+    char item[SY_VERSION_MAX + 64];
+    uint64_t total = 0;
+
+    if (expect_type(c, n, YAML_MAPPING_NODE, what) < 0 || check_keys(c, n, what) < 0)
+        return -1;
+    for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+        yaml_node_t *k = node_at(c, p->key);
+        const char *v = (const char *)k->data.scalar.value;
+        size_t ri;
+        if (strlen(v) != k->data.scalar.length || !find_route(site, v, &ri))
+            return fail(c, k, "%s: \"%s\" is not one of the routes", what, v);
+        snprintf(item, sizeof(item), "%s[\"%s\"]", what, v);
+        if (uint_value(c, node_at(c, p->value), item, 0, SY_WEIGHT_MAX,
+                       &site->version.routes[ri].weight) < 0)
+            return -1;
+        total += site->version.routes[ri].weight;
+    }
+    if (total == 0)
+        return fail(c, key, "%s: at least one weight must be above 0", what);
+    site->version.total_weight = total;
+    return 0;
+}
+
 static int load_version(struct ctx *c, yaml_node_t *key, yaml_node_t *n, size_t si,
                         struct sy_site_conf *site)
 {
     struct field f[] = {{"header", 0, 0}, {"query", 0, 0},   {"cookie", 0, 0},
-                        {"routes", 0, 0}, {"default", 0, 0}};
+                        {"routes", 0, 0}, {"default", 0, 0}, {"weights", 0, 0}};
     char what[64];
     const char *s;
     yaml_node_t *routes;
     size_t count;
 
     snprintf(what, sizeof(what), "sites[%zu].version", si);
-    if (get_fields(c, n, what, f, 5) < 0)
+    if (get_fields(c, n, what, f, 6) < 0)
         return -1;
     site->has_version = 1;
     if (!f[0].val && !f[1].val && !f[2].val)
@@ -760,13 +802,15 @@ static int load_version(struct ctx *c, yaml_node_t *key, yaml_node_t *n, size_t 
     snprintf(what, sizeof(what), "sites[%zu].version.default", si);
     if (scalar(c, f[4].val, what, &s) < 0)
         return -1;
-    for (size_t i = 0; i < site->version.nroutes; i++) {
-        if (strcmp(site->version.routes[i].version, s) == 0) {
-            site->version.default_route = i;
-            return 0;
-        }
-    }
-    return fail(c, f[4].val, "%s: \"%s\" is not one of the routes", what, s);
+    if (!find_route(site, s, &site->version.default_route))
+        return fail(c, f[4].val, "%s: \"%s\" is not one of the routes", what, s);
+    if (!f[5].val)
+        return 0;
+    snprintf(what, sizeof(what), "sites[%zu].version.weights", si);
+    if (!site->version.cookie)
+        return fail(c, f[5].key,
+                    "%s: requires \"cookie\": a visitor assigned by weight is pinned by it", what);
+    return load_weights(c, f[5].key, f[5].val, what, site);
 }
 
 static int load_site(struct ctx *c, yaml_node_t *n, size_t si, struct sy_site_conf *site)

@@ -44,9 +44,13 @@ struct sy_upstream_conf {
 /* Longest version value accepted in routes (bytes). */
 #define SY_VERSION_MAX 128
 
+/* Largest weight of one version in version.weights. */
+#define SY_WEIGHT_MAX 1000000u
+
 struct sy_version_route {
     char *version;             /* the header/query/cookie value, compared exactly */
     size_t upstream;           /* index into sy_config.upstreams */
+    uint32_t weight;           /* share of new visitors; 0 when absent from weights */
 };
 
 struct sy_site_conf {
@@ -62,6 +66,7 @@ struct sy_site_conf {
         struct sy_version_route *routes;
         size_t nroutes;
         size_t default_route;  /* index into routes */
+        uint64_t total_weight; /* sum of the routes' weights; 0: no weights, the default serves */
     } version;
 };
 

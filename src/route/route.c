@@ -2,11 +2,14 @@
  * route.c: site lookup by Host and version selection (see route.h).
  *
  * Runs on every request: no allocation, no I/O, bounded work. The site
- * index (sy_config.hostidx) is prepared by the config loader.
+ * index (sy_config.hostidx) is prepared by the config loader. Weighted
+ * assignment draws from a per-thread generator (see sy_route_draw).
  */
 #include "route/route.h"
 
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 
 /* Longest DNS name (RFC 1035), without a trailing dot. */
 #define HOST_MAX 253
@@ -146,6 +149,11 @@ void sy_route_select(const struct sy_site_conf *site, struct sy_str target,
                 src = SY_VSRC_COOKIE;
         }
     }
+    if (!r && site->version.total_weight) {
+        uint64_t ticket = sy_route_draw(site->version.total_weight);
+        r = &site->version.routes[sy_route_weighted(site, ticket)];
+        src = SY_VSRC_WEIGHT;
+    }
     if (!r)
         r = &site->version.routes[site->version.default_route];
 
@@ -153,11 +161,89 @@ void sy_route_select(const struct sy_site_conf *site, struct sy_str target,
     out->upstream = r->upstream;
     out->source = src;
     if (site->version.cookie) {
-        if (clear)
-            out->pin = SY_PIN_CLEAR;
-        else if (src == SY_VSRC_HEADER || src == SY_VSRC_QUERY)
+        if (src == SY_VSRC_HEADER || src == SY_VSRC_QUERY || src == SY_VSRC_WEIGHT)
             out->pin = SY_PIN_SET;
+        else if (clear)
+            out->pin = SY_PIN_CLEAR;
     }
+}
+
+size_t sy_route_weighted(const struct sy_site_conf *site, uint64_t ticket)
+{
+    size_t last = 0;
+
+    for (size_t i = 0; i < site->version.nroutes; i++) {
+        uint32_t w = site->version.routes[i].weight;
+        if (ticket < w)
+            return i;
+        ticket -= w;
+        if (w)
+            last = i;
+    }
+    return last; /* past the total: the last route with a weight */
+}
+
+/* ---- the weighted-assignment generator ---------------------------------------------------- */
+
+/* xorshift128+ state of the calling thread; all zero until the first draw seeds it. */
+static _Thread_local uint64_t rng[2];
+
+static uint64_t splitmix64(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
+
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+void sy_route_seed(uint64_t seed)
+{
+    rng[0] = splitmix64(&seed);
+    rng[1] = splitmix64(&seed);
+    if (!rng[0] && !rng[1])
+        rng[1] = 1;
+}
+
+static uint64_t next_random(void)
+{
+    uint64_t a = rng[0], b = rng[1];
+
+    if (!a && !b) {
+        uint64_t seed;
+        if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) != (ssize_t)sizeof(seed)) {
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            seed = ((uint64_t)ts.tv_sec << 30) ^ (uint64_t)ts.tv_nsec ^ (uint64_t)(uintptr_t)&seed;
+        }
+        sy_route_seed(seed);
+        a = rng[0];
+        b = rng[1];
+    }
+    rng[0] = b;
+    a ^= a << 23;
+    rng[1] = a ^ b ^ (a >> 17) ^ (b >> 26);
+    return rng[1] + b;
+}
+
+/*
+ * Lemire's multiply-shift: the high half of random * bound is uniform in
+ * [0, bound) once the low half is kept out of the first (2^64 mod bound)
+ * values, which a draw hits with probability bound / 2^64.
+ */
+uint64_t sy_route_draw(uint64_t bound)
+{
+    unsigned __int128 m = (unsigned __int128)next_random() * bound;
+    uint64_t low = (uint64_t)m;
+
+    if (low < bound) {
+        uint64_t threshold = -bound % bound;
+        while (low < threshold) {
+            m = (unsigned __int128)next_random() * bound;
+            low = (uint64_t)m;
+        }
+    }
+    return (uint64_t)(m >> 64);
 }
 
 static int hexval(unsigned char c)
@@ -330,6 +416,8 @@ const char *sy_vsrc_name(enum sy_vsrc s)
         return "cookie";
     case SY_VSRC_DEFAULT:
         return "default";
+    case SY_VSRC_WEIGHT:
+        return "weight";
     case SY_VSRC_NONE:
     default:
         return "none";

@@ -3,7 +3,9 @@
  *
  * Pure functions over a config snapshot and the parsed request head: no I/O,
  * no allocation, safe from any worker thread. Every struct sy_str result
- * points into the caller's buffers or into the snapshot.
+ * points into the caller's buffers or into the snapshot. The one piece of
+ * state is the generator behind weighted assignment: one per thread (so one
+ * per worker, no lock), seeded from getrandom() on its first draw.
  */
 #ifndef SY_ROUTE_ROUTE_H
 #define SY_ROUTE_ROUTE_H
@@ -15,7 +17,14 @@
 #include "http/h1.h"
 
 /* Where the version came from. */
-enum sy_vsrc { SY_VSRC_NONE = 0, SY_VSRC_HEADER, SY_VSRC_QUERY, SY_VSRC_COOKIE, SY_VSRC_DEFAULT };
+enum sy_vsrc {
+    SY_VSRC_NONE = 0,
+    SY_VSRC_HEADER,
+    SY_VSRC_QUERY,
+    SY_VSRC_COOKIE,
+    SY_VSRC_DEFAULT,
+    SY_VSRC_WEIGHT /* a new visitor assigned by version.weights */
+};
 
 /* What to do with the pin cookie in the response. */
 enum sy_pin { SY_PIN_KEEP = 0, SY_PIN_SET, SY_PIN_CLEAR };
@@ -46,13 +55,33 @@ const struct sy_site_conf *sy_route_find_site(const struct sy_config *cfg, struc
  *      name) clears the pin and selects the default, skipping the cookie;
  *      unknown, malformed or over-long values count as absent;
  *   3. the pin cookie with a known value;
- *   4. the default route.
- * pin is SET when the header or the query chose, CLEAR on an empty query
- * value, KEEP otherwise; SET and CLEAR only when the site names a cookie.
+ *   4. with version.weights: a route drawn by weight (SY_VSRC_WEIGHT), also
+ *      after an empty query value, which then means "assign afresh";
+ *   5. the default route.
+ * pin is SET when the header, the query or the weights chose, CLEAR on an
+ * empty query value without weights, KEEP otherwise; SET and CLEAR only when
+ * the site names a cookie (always the case with weights).
  * Plain sites give route NULL and SY_VSRC_NONE. out->site is always `site`.
  */
 void sy_route_select(const struct sy_site_conf *site, struct sy_str target,
                      const struct sy_h1_header *hdrs, size_t nhdrs, struct sy_route_result *out);
+
+/*
+ * The route index that owns `ticket` (0 <= ticket < version.total_weight):
+ * the routes, in file order, own consecutive runs of tickets as long as
+ * their weights, so a route of weight 0 owns none. Bounded by nroutes.
+ */
+size_t sy_route_weighted(const struct sy_site_conf *site, uint64_t ticket);
+
+/*
+ * A uniform draw in [0, bound) (bound > 0) from the calling thread's
+ * xorshift128+ generator, exactly unbiased (multiply-shift with rejection).
+ * No lock and no system call, except getrandom() once per thread.
+ */
+uint64_t sy_route_draw(uint64_t bound);
+
+/* Seeds the calling thread's generator: reproducible draws for tests and fuzzing. */
+void sy_route_seed(uint64_t seed);
 
 /*
  * Looks up parameter `name` in the query of a request-target (after the
@@ -83,7 +112,7 @@ int sy_route_cookie(const struct sy_h1_header *hdrs, size_t n, struct sy_str nam
 size_t sy_route_pin_cookie(char *buf, size_t cap, const char *cookie_name, const char *version,
                            int secure, int clear);
 
-/* "header", "query", "cookie", "default" or "none". */
+/* "header", "query", "cookie", "default", "weight" or "none". */
 const char *sy_vsrc_name(enum sy_vsrc s);
 
 #endif

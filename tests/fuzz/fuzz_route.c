@@ -1,6 +1,6 @@
 /*
  * fuzz_route.c: query-string and cookie parsing, Host lookup and version
- * selection on arbitrary request pieces.
+ * selection (with and without weights) on arbitrary request pieces.
  *
  * Input layout: the bytes are split at '\n' into up to 8 pieces:
  * [0] request-target, [1] Host value, [2] query parameter name,
@@ -33,6 +33,14 @@ static const char yaml[] =
     "      cookie: postfacto_version\n"
     "      routes: {\"4.1.0\": v1, \"4.2.0\": v2}\n"
     "      default: \"4.2.0\"\n"
+    "  - hosts: [weighted.example.org]\n"
+    "    version:\n"
+    "      header: X-Postfacto-Version\n"
+    "      query: postfacto_version\n"
+    "      cookie: postfacto_version\n"
+    "      routes: {\"4.1.0\": v1, \"4.2.0\": v2, \"4.3.0\": v1}\n"
+    "      default: \"4.2.0\"\n"
+    "      weights: {\"4.1.0\": 90, \"4.2.0\": 10}\n"
     "  - hosts: [\"*\", \"[::1]\"]\n"
     "    upstream: v1\n";
 
@@ -43,6 +51,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     cfg = sy_config_load_string("fuzz", yaml, sizeof(yaml) - 1, &err);
     if (!cfg)
         abort();
+    sy_route_seed(1); /* reproducible weighted draws */
     return 0;
 }
 
@@ -89,6 +98,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     sy_route_select(site, piece[0], hdrs, nhdrs, &r);
     if (r.upstream >= cfg->nupstreams)
         abort();
+    if (site->version.total_weight) {
+        /* weights: never the default, never a clear; an assigned version has a weight and is
+         * pinned, a pinned one stays as it is */
+        if (r.source == SY_VSRC_DEFAULT || r.pin == SY_PIN_CLEAR)
+            abort();
+        if (r.source == SY_VSRC_WEIGHT && (r.route->weight == 0 || r.pin != SY_PIN_SET))
+            abort();
+        if (r.source == SY_VSRC_COOKIE && r.pin != SY_PIN_KEEP)
+            abort();
+    }
     if (r.route) {
         char line[256];
         size_t n = sy_route_pin_cookie(line, sizeof(line), "postfacto_version", r.route->version,

@@ -477,10 +477,10 @@ Test(config, err_unknown_version_key)
                "  - hosts: [a.org]\n"
                "    version:\n"
                "      header: X-V\n"
-               "      weights: {a: 1}\n"
+               "      sticky: {a: 1}\n"
                "      routes: {\"1\": app}\n"
                "      default: \"1\"\n",
-               9, "sites[0].version: unknown key \"weights\"");
+               9, "sites[0].version: unknown key \"sticky\"");
 }
 
 Test(config, err_duplicate_keys)
@@ -745,6 +745,75 @@ Test(config, err_version_syntax)
     snprintf(yaml, sizeof(yaml), "%s      cookie: v\n      routes: {}\n      default: \"1\"\n",
              head);
     expect_err(yaml, 9, "at least one route");
+}
+
+#define WEIGHTED_HEAD                                                                            \
+    "listen: {http: \":80\"}\n"                                                                   \
+    "upstreams:\n"                                                                               \
+    "  a: {servers: [127.0.0.1:3001]}\n"                                                         \
+    "  b: {servers: [127.0.0.1:3002]}\n"                                                         \
+    "sites:\n"                                                                                   \
+    "  - hosts: [a.org]\n"                                                                       \
+    "    version:\n"                                                                             \
+    "      cookie: v\n"                                                                          \
+    "      routes: {\"1\": a, \"2\": b, \"3\": a}\n"                                              \
+    "      default: \"1\"\n"
+/* WEIGHTED_HEAD takes lines 1..10 */
+
+Test(config, weights_load)
+{
+    struct sy_config *cfg = load_ok(WEIGHTED_HEAD "      weights:\n"
+                                                  "        \"2\": 1000000\n"
+                                                  "        \"1\": \"0\"\n");
+    const struct sy_site_conf *s = &cfg->sites[0];
+
+    cr_assert_eq(s->version.routes[0].weight, 0);
+    cr_assert_eq(s->version.routes[1].weight, 1000000);
+    cr_assert_eq(s->version.routes[2].weight, 0); /* not listed: weight 0 */
+    cr_assert_eq(s->version.total_weight, 1000000);
+    sy_config_free(cfg);
+
+    cfg = load_ok(WEIGHTED_HEAD "      weights: {\"1\": 90, \"2\": 10, \"3\": 1}\n");
+    cr_assert_eq(cfg->sites[0].version.total_weight, 101);
+    sy_config_free(cfg);
+
+    cfg = load_ok(WEIGHTED_HEAD);
+    cr_assert_eq(cfg->sites[0].version.total_weight, 0);
+    cr_assert_eq(cfg->sites[0].version.routes[0].weight, 0);
+    sy_config_free(cfg);
+}
+
+Test(config, err_weights)
+{
+    expect_err(WEIGHTED_HEAD "      weights: [1, 2]\n", 11,
+               "sites[0].version.weights: expected a mapping, got a list");
+    expect_err(WEIGHTED_HEAD "      weights: 90\n", 11, "expected a mapping, got a scalar");
+    expect_err(WEIGHTED_HEAD "      weights:\n        \"1\": 5\n        \"4\": 5\n", 13,
+               "sites[0].version.weights: \"4\" is not one of the routes");
+    expect_err(WEIGHTED_HEAD "      weights:\n        \"1\": 5\n        \"1\": 6\n", 13,
+               "duplicate key \"1\" (first at line 12)");
+    expect_err(WEIGHTED_HEAD "      weights:\n        \"1\": 5\n        \"2\": 1000001\n", 13,
+               "sites[0].version.weights[\"2\"]: 1000001 out of range 0..1000000");
+    expect_err(WEIGHTED_HEAD "      weights:\n        \"1\": -1\n", 12,
+               "sites[0].version.weights[\"1\"]: invalid number \"-1\"");
+    expect_err(WEIGHTED_HEAD "      weights:\n        \"1\": 0.5\n", 12, "invalid number \"0.5\"");
+    expect_err(WEIGHTED_HEAD "      weights:\n        \"1\": ten\n", 12, "invalid number \"ten\"");
+    expect_err(WEIGHTED_HEAD "      weights:\n        \"1\": \"\"\n", 12, "invalid number \"\"");
+    expect_err(WEIGHTED_HEAD "      weights:\n        \"1\": {x: 1}\n", 12,
+               "expected a scalar value, got a mapping");
+    expect_err(WEIGHTED_HEAD "      weights:\n        \"1\": 0\n        \"2\": 0\n", 11,
+               "sites[0].version.weights: at least one weight must be above 0");
+    expect_err(WEIGHTED_HEAD "      weights: {}\n", 11, "at least one weight must be above 0");
+    expect_err("listen: {http: \":80\"}\n" MIN_UPSTREAMS
+               "sites:\n"
+               "  - hosts: [a.org]\n"
+               "    version:\n"
+               "      header: X-V\n"
+               "      query: v\n"
+               "      routes: {\"1\": app}\n"
+               "      weights: {\"1\": 1}\n"
+               "      default: \"1\"\n",
+               11, "sites[0].version.weights: requires \"cookie\"");
 }
 
 Test(config, err_site_upstream_and_version)

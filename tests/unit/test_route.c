@@ -1,6 +1,6 @@
 /*
- * test_route.c: site lookup by Host, version selection, query and cookie
- * parsing, pin cookie output.
+ * test_route.c: site lookup by Host, version selection, weighted assignment,
+ * query and cookie parsing, pin cookie output.
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -36,7 +36,15 @@ static const char *yaml =
     "  - hosts: [\"*\"]\n"
     "    upstream: any\n"
     "  - hosts: [nocookie.example.org]\n"
-    "    version: {header: X-V, query: v, routes: {\"1\": v1, \"2\": v2}, default: \"1\"}\n";
+    "    version: {header: X-V, query: v, routes: {\"1\": v1, \"2\": v2}, default: \"1\"}\n"
+    "  - hosts: [weighted.example.org]\n"
+    "    version:\n"
+    "      header: X-Postfacto-Version\n"
+    "      query: postfacto_version\n"
+    "      cookie: postfacto_version\n"
+    "      routes: {\"4.1.0\": v1, \"4.2.0\": v2, \"4.3.0\": other}\n"
+    "      default: \"4.2.0\"\n"
+    "      weights: {\"4.1.0\": 90, \"4.2.0\": 10}\n";
 
 static struct sy_config *cfg;
 
@@ -407,6 +415,168 @@ Test(route, site_without_cookie_never_pins)
     cr_assert_str_eq(cfg->upstreams[r.upstream].name, "v2");
 }
 
+/* ---- weighted assignment ----------------------------------------------------------------- */
+
+#define WEIGHTED (&cfg->sites[6])
+
+/*
+ * Asserts that `hits` out of `n` Bernoulli trials of probability p lie within
+ * 5 standard deviations of n * p: a correct draw fails this with probability
+ * below 1e-6 (for the seeded generator the outcome is fixed anyway).
+ */
+static void assert_binomial(size_t hits, size_t n, double p, const char *what)
+{
+    double mean = (double)n * p, var = (double)n * p * (1.0 - p), d = (double)hits - mean;
+
+    cr_assert(d * d <= 25.0 * var, "%s: %zu of %zu, expected %.1f, variance %.1f", what, hits, n,
+              mean, var);
+}
+
+Test(route, weights_loaded_with_absent_route_at_zero)
+{
+    const struct sy_site_conf *s = WEIGHTED;
+
+    cr_assert_eq(s->version.total_weight, 100);
+    cr_assert_eq(s->version.routes[0].weight, 90);
+    cr_assert_eq(s->version.routes[1].weight, 10);
+    cr_assert_eq(s->version.routes[2].weight, 0);
+    cr_assert_eq(cfg->sites[0].version.total_weight, 0);
+}
+
+Test(route, weighted_tickets_map_to_runs_in_file_order)
+{
+    static const char y[] = "listen: {http: \":80\"}\n"
+                            "upstreams: {u: {servers: [u.local:1]}}\n"
+                            "sites:\n"
+                            "  - hosts: [a.org]\n"
+                            "    version:\n"
+                            "      cookie: v\n"
+                            "      routes: {a: u, b: u, c: u, d: u}\n"
+                            "      default: a\n"
+                            "      weights: {d: 3, b: 5, a: 0}\n";
+    char *err = NULL;
+    struct sy_config *c = sy_config_load_string("y", y, sizeof(y) - 1, &err);
+
+    cr_assert_not_null(c, "%s", err ? err : "");
+    const struct sy_site_conf *s = &c->sites[0];
+    cr_assert_eq(s->version.total_weight, 8);
+    for (uint64_t t = 0; t < 5; t++)
+        cr_assert_eq(sy_route_weighted(s, t), 1, "ticket %llu", (unsigned long long)t);
+    for (uint64_t t = 5; t < 8; t++)
+        cr_assert_eq(sy_route_weighted(s, t), 3, "ticket %llu", (unsigned long long)t);
+    /* out of range: the last route with a weight, never a weight-0 route */
+    cr_assert_eq(sy_route_weighted(s, 8), 3);
+    cr_assert_eq(sy_route_weighted(s, UINT64_MAX), 3);
+    cr_assert_eq(sy_route_weighted(WEIGHTED, 0), 0);
+    cr_assert_eq(sy_route_weighted(WEIGHTED, 89), 0);
+    cr_assert_eq(sy_route_weighted(WEIGHTED, 90), 1);
+    cr_assert_eq(sy_route_weighted(WEIGHTED, 99), 1);
+    sy_config_free(c);
+}
+
+Test(route, draw_is_reproducible_and_in_range)
+{
+    uint64_t a[16];
+
+    sy_route_seed(42);
+    for (int i = 0; i < 16; i++)
+        a[i] = sy_route_draw(1000000);
+    sy_route_seed(42);
+    for (int i = 0; i < 16; i++) {
+        cr_assert_eq(sy_route_draw(1000000), a[i]);
+        cr_assert_lt(a[i], 1000000);
+    }
+    for (int i = 0; i < 1000; i++) {
+        cr_assert_eq(sy_route_draw(1), 0);
+        /* a bound just above 2^63 rejects almost half of the raw values */
+        cr_assert_lt(sy_route_draw((1ULL << 63) + 1), (1ULL << 63) + 1);
+    }
+}
+
+Test(route, draw_is_uniform)
+{
+    enum { BOUND = 7, N = 70000 };
+    size_t count[BOUND] = {0};
+
+    sy_route_seed(0x5eed);
+    for (int i = 0; i < N; i++)
+        count[sy_route_draw(BOUND)]++;
+    for (int k = 0; k < BOUND; k++)
+        assert_binomial(count[k], N, 1.0 / BOUND, "draw(7)");
+}
+
+/* Selects on the weighted site, checks the source and the pin; returns the chosen version. */
+static const char *pick_weighted(const char *target, const struct sy_h1_header *h, size_t n,
+                                 enum sy_vsrc source, enum sy_pin pin)
+{
+    struct sy_route_result r;
+
+    sy_route_select(WEIGHTED, sy_str_cstr(target), h, n, &r);
+    cr_assert_eq(r.source, source, "%s: source %s", target, sy_vsrc_name(r.source));
+    cr_assert_eq(r.pin, pin, "%s: pin %d", target, (int)r.pin);
+    cr_assert_eq(r.upstream, r.route->upstream);
+    return r.route->version;
+}
+
+Test(route, new_visitors_split_by_weight_and_pinned)
+{
+    enum { N = 20000 };
+    size_t n41 = 0, n42 = 0;
+
+    sy_route_seed(7);
+    for (int i = 0; i < N; i++) {
+        const char *v = pick_weighted("/", NULL, 0, SY_VSRC_WEIGHT, SY_PIN_SET);
+        if (strcmp(v, "4.1.0") == 0)
+            n41++;
+        else if (strcmp(v, "4.2.0") == 0)
+            n42++;
+        else
+            cr_assert_fail("weight 0 version %s was assigned", v);
+    }
+    assert_binomial(n41, N, 0.9, "4.1.0 at 90/100");
+    cr_assert_eq(n41 + n42, N);
+}
+
+Test(route, known_pin_beats_weights_even_at_weight_zero)
+{
+    struct sy_h1_header h[] = {hdr("Cookie", "postfacto_version=4.3.0")};
+
+    for (int i = 0; i < 100; i++)
+        cr_assert_str_eq(pick_weighted("/cable", h, 1, SY_VSRC_COOKIE, SY_PIN_KEEP), "4.3.0");
+}
+
+Test(route, unknown_pin_is_assigned_again)
+{
+    struct sy_h1_header h[] = {hdr("Cookie", "postfacto_version=3.0.0")};
+
+    sy_route_seed(1);
+    for (int i = 0; i < 100; i++)
+        cr_assert_str_neq(pick_weighted("/", h, 1, SY_VSRC_WEIGHT, SY_PIN_SET), "4.3.0");
+}
+
+Test(route, header_and_query_beat_weights)
+{
+    struct sy_h1_header h[] = {hdr("X-Postfacto-Version", "4.3.0")};
+
+    cr_assert_str_eq(pick_weighted("/", h, 1, SY_VSRC_HEADER, SY_PIN_SET), "4.3.0");
+    cr_assert_str_eq(pick_weighted("/?postfacto_version=4.3.0", NULL, 0, SY_VSRC_QUERY, SY_PIN_SET),
+                     "4.3.0");
+}
+
+Test(route, empty_query_with_weights_assigns_afresh)
+{
+    struct sy_h1_header h[] = {hdr("Cookie", "postfacto_version=4.3.0")};
+    size_t n41 = 0;
+
+    sy_route_seed(3);
+    for (int i = 0; i < 1000; i++) {
+        const char *v = pick_weighted("/?postfacto_version=", h, 1, SY_VSRC_WEIGHT, SY_PIN_SET);
+        cr_assert_str_neq(v, "4.3.0");
+        n41 += strcmp(v, "4.1.0") == 0;
+    }
+    assert_binomial(n41, 1000, 0.9, "4.1.0 after clearing");
+}
+
 /* ---- query parameters -------------------------------------------------------------------- */
 
 static int q(const char *target, const char *name, char *out, size_t cap, size_t *len)
@@ -585,5 +755,6 @@ Test(route, vsrc_names)
     cr_assert_str_eq(sy_vsrc_name(SY_VSRC_QUERY), "query");
     cr_assert_str_eq(sy_vsrc_name(SY_VSRC_COOKIE), "cookie");
     cr_assert_str_eq(sy_vsrc_name(SY_VSRC_DEFAULT), "default");
+    cr_assert_str_eq(sy_vsrc_name(SY_VSRC_WEIGHT), "weight");
     cr_assert_str_eq(sy_vsrc_name(SY_VSRC_NONE), "none");
 }
