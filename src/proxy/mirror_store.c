@@ -25,6 +25,7 @@ struct sy_mirror_group {
     uint64_t count;
     uint64_t kinds[SY_DIFF_KIND_MAX];
     uint64_t last;                 /* wall-clock ms of the latest */
+    uint64_t example_at;           /* wall-clock ms of the example */
     char *example;                 /* JSON object text */
 };
 
@@ -231,10 +232,13 @@ static void group_clear(struct sy_mirror_group *g)
     memset(g, 0, sizeof(*g));
 }
 
+/* A group's example is renewed by a later difference at most this often (ms). */
+#define EXAMPLE_RENEW_MS 1000
+
 void sy__mirror_record(struct sy_mirror_worker *mw, const struct sy_mirror_subject *s,
                        const struct sy_mirror_diff *d)
 {
-    char *ex = example(s, d); /* built before taking the lock */
+    uint64_t now = wall_ms();
     pthread_mutex_lock(&mw->lock);
     struct sy_mirror_group *g = NULL;
     for (size_t i = 0; i < mw->ngroups && !g; i++) {
@@ -263,9 +267,13 @@ void sy__mirror_record(struct sy_mirror_worker *mw, const struct sy_mirror_subje
     g->kinds[SY_DIFF_STATUS] += d->status;
     g->kinds[SY_DIFF_HEADER] += d->headers != 0;
     g->kinds[SY_DIFF_BODY] += d->body;
-    g->last = wall_ms();
-    sy_free(g->example);
-    g->example = ex;
+    if (!g->example || now >= g->example_at + EXAMPLE_RENEW_MS) {
+        /* under the lock: only /diffs waits for it, never a request */
+        sy_free(g->example);
+        g->example = example(s, d);
+        g->example_at = now;
+    }
+    g->last = now;
     pthread_mutex_unlock(&mw->lock);
 }
 
