@@ -7,6 +7,7 @@
 #include "acme/acme.h"
 #include "admin/metrics.h"
 #include "core/alloc.h"
+#include "proxy/mirror.h"
 #include "proxy/proxy.h"
 #include "tls/tls.h"
 
@@ -95,6 +96,12 @@ char *sy_admin_respond(const struct sy_h1_request *req, int status, const struct
     if (sy_str_eq(path, SY_STR_LIT("/metrics"))) {
         render_metrics(&body, snap);
         return finish(&body, 200, "OK", "text/plain; version=0.0.4", head, len);
+    }
+    if (sy_str_eq(path, SY_STR_LIT("/diffs")) || sy_str_eq(path, SY_STR_LIT("/diffs.html"))) {
+        int html = path.len == 11;
+        sy_mirror_render(&body, html);
+        return finish(&body, 200, "OK", html ? "text/html; charset=utf-8" : "application/json",
+                      head, len);
     }
     sy_textbuf_printf(&body, "not found\n");
     return finish(&body, 404, "Not Found", "text/plain", head, len);

@@ -63,6 +63,21 @@ struct sy_upsrv_counter *sy_metrics_upsrv(struct sy_metrics *m, const char *upst
     return c;
 }
 
+struct sy_mirror_counter *sy_metrics_mirror(struct sy_metrics *m, const char *site,
+                                            const char *from, const char *to)
+{
+    struct sy_mirror_counter **pp = &m->mirrors;
+    for (; *pp; pp = &(*pp)->next)
+        if (!strcmp((*pp)->site, site) && !strcmp((*pp)->from, from) && !strcmp((*pp)->to, to))
+            return *pp;
+    struct sy_mirror_counter *c = sy_calloc(1, sizeof(*c));
+    c->site = sy_strdup(site);
+    c->from = sy_strdup(from);
+    c->to = sy_strdup(to);
+    __atomic_store_n(pp, c, __ATOMIC_RELEASE);
+    return c;
+}
+
 void sy_metrics_observe(struct sy_metrics *m, uint64_t us)
 {
     size_t i = 0;
@@ -92,6 +107,13 @@ void sy_metrics_free(struct sy_metrics *m)
     for (struct sy_uperr_counter *c = m->uperrs, *n; c; c = n) {
         n = c->next;
         sy_free(c->upstream);
+        sy_free(c);
+    }
+    for (struct sy_mirror_counter *c = m->mirrors, *n; c; c = n) {
+        n = c->next;
+        sy_free(c->site);
+        sy_free(c->from);
+        sy_free(c->to);
         sy_free(c);
     }
     for (struct sy_upsrv_counter *c = m->upsrvs, *n; c; c = n) {
@@ -299,6 +321,67 @@ static void render_upsrvs(struct sy_textbuf *b, struct sy_metrics *const *ms, si
     sy_free(sums);
 }
 
+/* One label set of the mirror counters, summed over workers (and over `from` for outcomes). */
+struct mirror_sum {
+    const struct sy_mirror_counter *key;
+    uint64_t v[4]; /* SY_MIRROR_OUTCOME_MAX or SY_DIFF_KIND_MAX values */
+};
+
+static void mirror_labels(struct sy_textbuf *b, const char *name, const struct sy_mirror_counter *c,
+                          int with_from)
+{
+    sy_textbuf_printf(b, "%s{site=\"", name);
+    label(b, c->site);
+    if (with_from) {
+        sy_textbuf_printf(b, "\",from=\"");
+        label(b, c->from);
+    }
+    sy_textbuf_printf(b, "\",to=\"");
+    label(b, c->to);
+}
+
+static void render_mirror_set(struct sy_textbuf *b, struct sy_metrics *const *ms, size_t n,
+                              int diffs)
+{
+    static const char *const outcomes[SY_MIRROR_OUTCOME_MAX] = {"compared", "dropped", "failed",
+                                                                "timeout"};
+    static const char *const kinds[SY_DIFF_KIND_MAX] = {"status", "header", "body"};
+    struct mirror_sum *sums = NULL;
+    size_t nsums = 0, cap = 0, nv = diffs ? SY_DIFF_KIND_MAX : SY_MIRROR_OUTCOME_MAX;
+    for (size_t w = 0; w < n; w++) {
+        for (struct sy_mirror_counter *c = __atomic_load_n(&ms[w]->mirrors, __ATOMIC_ACQUIRE); c;
+             c = __atomic_load_n(&c->next, __ATOMIC_ACQUIRE)) {
+            size_t i = 0;
+            while (i < nsums && !(!strcmp(sums[i].key->site, c->site) &&
+                                  !strcmp(sums[i].key->to, c->to) &&
+                                  (!diffs || !strcmp(sums[i].key->from, c->from))))
+                i++;
+            if (i == nsums) {
+                if (nsums == cap) {
+                    cap = cap ? cap * 2 : 16;
+                    sums = sy_realloc(sums, cap * sizeof(*sums));
+                }
+                sums[nsums++] = (struct mirror_sum){.key = c};
+            }
+            for (size_t k = 0; k < nv; k++)
+                sums[i].v[k] += sy_counter_get(diffs ? &c->by_kind[k] : &c->by_outcome[k]);
+        }
+    }
+    const char *name = diffs ? "switchyard_mirror_differences_total" : "switchyard_mirror_requests_total";
+    sy_textbuf_printf(b, "# HELP %s %s\n# TYPE %s counter\n", name,
+                      diffs ? "Differences between a mirrored copy's answer and the client's, by kind."
+                            : "Requests copied to another version, by outcome.",
+                      name);
+    for (size_t i = 0; i < nsums; i++) {
+        for (size_t k = 0; k < nv; k++) {
+            mirror_labels(b, name, sums[i].key, diffs);
+            sy_textbuf_printf(b, "\",%s=\"%s\"} %llu\n", diffs ? "kind" : "outcome",
+                              diffs ? kinds[k] : outcomes[k], (unsigned long long)sums[i].v[k]);
+        }
+    }
+    sy_free(sums);
+}
+
 #define SUM(field)                                                                               \
     ({                                                                                           \
         uint64_t s_ = 0;                                                                         \
@@ -312,6 +395,8 @@ void sy_metrics_render(struct sy_textbuf *b, struct sy_metrics *const *ms, size_
     render_requests(b, ms, n);
     render_uperrs(b, ms, n);
     render_upsrvs(b, ms, n);
+    render_mirror_set(b, ms, n, 0);
+    render_mirror_set(b, ms, n, 1);
     sy_textbuf_printf(b, "# HELP switchyard_connections_active Open client connections.\n"
                          "# TYPE switchyard_connections_active gauge\n"
                          "switchyard_connections_active %llu\n",

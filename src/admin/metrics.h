@@ -56,8 +56,28 @@ struct sy_upsrv_counter {
     struct sy_upsrv_counter *next;
 };
 
+/* Mirrored copies: what became of them, and the differences found (kind). */
+enum sy_mirror_outcome {
+    SY_MIRROR_COMPARED = 0,    /* the copy was answered (and compared when compare is on) */
+    SY_MIRROR_DROPPED,         /* not sent: over the worker's bounds or the body limit */
+    SY_MIRROR_FAILED,          /* the copy's upstream failed or answered badly */
+    SY_MIRROR_TIMEOUT,         /* no complete answer in time */
+    SY_MIRROR_OUTCOME_MAX
+};
+enum sy_mirror_kind { SY_DIFF_STATUS = 0, SY_DIFF_HEADER, SY_DIFF_BODY, SY_DIFF_KIND_MAX };
+
+struct sy_mirror_counter {
+    char *site;
+    char *from;                /* the version that served the client */
+    char *to;                  /* the version the copy went to */
+    uint64_t by_outcome[SY_MIRROR_OUTCOME_MAX];
+    uint64_t by_kind[SY_DIFF_KIND_MAX];
+    struct sy_mirror_counter *next;
+};
+
 struct sy_metrics {
     struct sy_req_counter *reqs;
+    struct sy_mirror_counter *mirrors;
     struct sy_uperr_counter *uperrs;
     struct sy_upsrv_counter *upsrvs;
     uint64_t conns_active;
@@ -91,6 +111,8 @@ struct sy_req_counter *sy_metrics_req(struct sy_metrics *m, const char *site, co
 struct sy_uperr_counter *sy_metrics_uperr(struct sy_metrics *m, const char *upstream);
 struct sy_upsrv_counter *sy_metrics_upsrv(struct sy_metrics *m, const char *upstream,
                                           const char *server, const char *address);
+struct sy_mirror_counter *sy_metrics_mirror(struct sy_metrics *m, const char *site,
+                                            const char *from, const char *to);
 void sy_metrics_observe(struct sy_metrics *m, uint64_t duration_us);
 void sy_metrics_client_error(struct sy_metrics *m, int status);
 void sy_metrics_free(struct sy_metrics *m);

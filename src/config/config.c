@@ -813,14 +813,207 @@ static int load_version(struct ctx *c, yaml_node_t *key, yaml_node_t *n, size_t 
     return load_weights(c, f[5].key, f[5].val, what, site);
 }
 
+/* ---- sites[].mirror ---------------------------------------------------------------------- */
+
+/*
+ * A list of non-empty scalars, each checked by ok() (NULL: any) and
+ * lower-cased when `lower`; *out gets a NULL-terminated copy.
+ */
+static int string_list(struct ctx *c, yaml_node_t *n, const char *what, int lower,
+                       int (*ok)(const char *), const char *bad, char ***out, size_t *count)
+{
+    if (expect_type(c, n, YAML_SEQUENCE_NODE, what) < 0)
+        return -1;
+    size_t len = seq_len(n);
+    if (len > 64)
+        return fail(c, n, "%s: at most 64 entries", what);
+    *out = sy_calloc(len + 1, sizeof(**out));
+    for (size_t i = 0; i < len; i++) {
+        yaml_node_t *item = node_at(c, n->data.sequence.items.start[i]);
+        char *v = NULL;
+        if (string_value(c, item, what, &v) < 0)
+            return -1;
+        (*out)[(*count)++] = v;
+        if (lower)
+            for (char *p = v; *p; p++)
+                *p = (char)sy_lower((unsigned char)*p);
+        if (ok && !ok(v))
+            return fail(c, item, "%s: \"%s\" %s", what, v, bad);
+    }
+    return 0;
+}
+
+static void free_list(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        sy_free(v[i]);
+    sy_free(v);
+}
+
+static int token_ok(const char *s)
+{
+    for (; *s; s++)
+        if (!sy__conf_is_tchar((unsigned char)*s))
+            return 0;
+    return 1;
+}
+
+static int method_ok(const char *s)
+{
+    for (; *s; s++)
+        if (!(*s >= 'A' && *s <= 'Z'))
+            return 0;
+    return 1;
+}
+
+/*
+ * A JSON path as the comparison reports them: "$", then ".name" (letters,
+ * digits, '_', '-'), ".*", "[N]" or "[*]" steps.
+ */
+static int json_path_ok(const char *s)
+{
+    if (*s++ != '$')
+        return 0;
+    while (*s) {
+        if (*s == '.') {
+            s++;
+            if (*s == '*') {
+                s++;
+                continue;
+            }
+            const char *b = s;
+            while ((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+                   (*s >= '0' && *s <= '9') || *s == '_' || *s == '-')
+                s++;
+            if (s == b)
+                return 0;
+        } else if (*s == '[') {
+            s++;
+            if (*s == '*') {
+                s++;
+            } else {
+                const char *b = s;
+                while (*s >= '0' && *s <= '9')
+                    s++;
+                if (s == b)
+                    return 0;
+            }
+            if (*s++ != ']')
+                return 0;
+        } else {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int load_mirror(struct ctx *c, yaml_node_t *key, yaml_node_t *n, size_t si,
+                       struct sy_site_conf *site)
+{
+    struct field f[] = {{"to", 0, 0},           {"percent", 0, 0},       {"methods", 0, 0},
+                        {"compare", 0, 0},      {"timeout", 0, 0},       {"max_body", 0, 0},
+                        {"max_response", 0, 0}, {"headers", 0, 0},       {"ignore_paths", 0, 0},
+                        {"noise_percent", 0, 0}, {"max_inflight", 0, 0}, {"max_buffered", 0, 0}};
+    enum { NFIELDS = sizeof(f) / sizeof(f[0]) };
+    char what[64];
+    const char *s;
+    struct sy_mirror_conf *m;
+
+    snprintf(what, sizeof(what), "sites[%zu].mirror", si);
+    if (get_fields(c, n, what, f, NFIELDS) < 0)
+        return -1;
+    if (!site->has_version)
+        return fail(c, key, "%s: needs a \"version\" block (it copies to a version)", what);
+    m = site->mirror = sy_calloc(1, sizeof(*m));
+    m->line = line_of(key);
+    m->percent = 100;
+    m->max_body = 64 * 1024;
+    m->max_response = 256 * 1024;
+    m->max_inflight = 64;
+    m->max_buffered = 16 * 1024 * 1024;
+    if (!f[0].val)
+        return missing(c, key, what, "to");
+    snprintf(what, sizeof(what), "sites[%zu].mirror.to", si);
+    if (scalar(c, f[0].val, what, &s) < 0)
+        return -1;
+    size_t r;
+    for (r = 0; r < site->version.nroutes; r++)
+        if (strcmp(site->version.routes[r].version, s) == 0)
+            break;
+    if (r == site->version.nroutes)
+        return fail(c, f[0].val, "%s: \"%s\" is not one of the routes", what, s);
+    m->to = r;
+    snprintf(what, sizeof(what), "sites[%zu].mirror.percent", si);
+    if (f[1].val && uint_value(c, f[1].val, what, 0, 100, &m->percent) < 0)
+        return -1;
+    snprintf(what, sizeof(what), "sites[%zu].mirror.methods", si);
+    if (f[2].val) {
+        if (string_list(c, f[2].val, what, 0, method_ok, "is not a method (upper-case letters)",
+                        &m->methods, &m->nmethods) < 0)
+            return -1;
+        if (!m->nmethods)
+            return fail(c, f[2].key, "%s: at least one method is required", what);
+    } else {
+        m->methods = sy_calloc(3, sizeof(*m->methods));
+        m->methods[m->nmethods++] = sy_strdup("GET");
+        m->methods[m->nmethods++] = sy_strdup("HEAD");
+    }
+    snprintf(what, sizeof(what), "sites[%zu].mirror.compare", si);
+    if (f[3].val && bool_value(c, f[3].val, what, &m->compare) < 0)
+        return -1;
+    m->noise_percent = m->compare ? 5 : 0;
+    snprintf(what, sizeof(what), "sites[%zu].mirror.timeout", si);
+    if (f[4].val && duration_value(c, f[4].val, what, 1, &m->timeout_ms) < 0)
+        return -1;
+    snprintf(what, sizeof(what), "sites[%zu].mirror.max_body", si);
+    if (f[5].val && size_value(c, f[5].val, what, 0, 1024 * 1024, &m->max_body) < 0)
+        return -1;
+    snprintf(what, sizeof(what), "sites[%zu].mirror.max_response", si);
+    if (f[6].val && size_value(c, f[6].val, what, 0, 16 * 1024 * 1024, &m->max_response) < 0)
+        return -1;
+    snprintf(what, sizeof(what), "sites[%zu].mirror.headers", si);
+    if (f[7].val) {
+        if (string_list(c, f[7].val, what, 1, token_ok, "is not a valid header name",
+                        &m->headers, &m->nheaders) < 0)
+            return -1;
+    } else {
+        m->headers = sy_calloc(2, sizeof(*m->headers));
+        m->headers[m->nheaders++] = sy_strdup("content-type");
+    }
+    if (m->nheaders > 16)
+        return fail(c, f[7].val, "%s: at most 16 headers", what);
+    snprintf(what, sizeof(what), "sites[%zu].mirror.ignore_paths", si);
+    if (f[8].val &&
+        string_list(c, f[8].val, what, 0, json_path_ok,
+                    "is not a JSON path (e.g. $.updated_at, $.items[*].id)", &m->ignore_paths,
+                    &m->nignore_paths) < 0)
+        return -1;
+    snprintf(what, sizeof(what), "sites[%zu].mirror.noise_percent", si);
+    if (f[9].val && uint_value(c, f[9].val, what, 0, 100, &m->noise_percent) < 0)
+        return -1;
+    if (f[9].val && m->noise_percent && !m->compare)
+        return fail(c, f[9].val, "%s: learning noise needs \"compare: true\"", what);
+    snprintf(what, sizeof(what), "sites[%zu].mirror.max_inflight", si);
+    if (f[10].val && uint_value(c, f[10].val, what, 1, 100000, &m->max_inflight) < 0)
+        return -1;
+    snprintf(what, sizeof(what), "sites[%zu].mirror.max_buffered", si);
+    if (f[11].val && size_value(c, f[11].val, what, 4096, (uint64_t)1 << 32, &m->max_buffered) < 0)
+        return -1;
+    if (!m->compare && (f[6].val || f[7].val || f[8].val))
+        return fail(c, f[6].val ? f[6].key : f[7].val ? f[7].key : f[8].key,
+                    "sites[%zu].mirror: \"%s\" needs \"compare: true\"", si,
+                    f[6].val ? "max_response" : f[7].val ? "headers" : "ignore_paths");
+    return 0;
+}
+
 static int load_site(struct ctx *c, yaml_node_t *n, size_t si, struct sy_site_conf *site)
 {
-    struct field f[] = {{"hosts", 0, 0}, {"upstream", 0, 0}, {"version", 0, 0}};
+    struct field f[] = {{"hosts", 0, 0}, {"upstream", 0, 0}, {"version", 0, 0}, {"mirror", 0, 0}};
     char what[64];
 
     snprintf(what, sizeof(what), "sites[%zu]", si);
     site->line = line_of(n);
-    if (get_fields(c, n, what, f, 3) < 0)
+    if (get_fields(c, n, what, f, 4) < 0)
         return -1;
     if (!f[0].val)
         return missing(c, n, what, "hosts");
@@ -832,9 +1025,14 @@ static int load_site(struct ctx *c, yaml_node_t *n, size_t si, struct sy_site_co
         return fail(c, n, "%s: one of \"upstream\" or \"version\" is required", what);
     if (f[1].val) {
         snprintf(what, sizeof(what), "sites[%zu].upstream", si);
-        return find_upstream(c, f[1].val, what, &site->upstream);
+        if (find_upstream(c, f[1].val, what, &site->upstream) < 0)
+            return -1;
+    } else if (load_version(c, f[2].key, f[2].val, si, site) < 0) {
+        return -1;
     }
-    return load_version(c, f[2].key, f[2].val, si, site);
+    if (f[3].val)
+        return load_mirror(c, f[3].key, f[3].val, si, site);
+    return 0;
 }
 
 static int load_sites(struct ctx *c, yaml_node_t *key, yaml_node_t *n)
@@ -1250,6 +1448,12 @@ void sy_config_free(struct sy_config *cfg)
         for (size_t j = 0; j < s->version.nroutes; j++)
             sy_free(s->version.routes[j].version);
         sy_free(s->version.routes);
+        if (s->mirror) {
+            free_list(s->mirror->methods, s->mirror->nmethods);
+            free_list(s->mirror->headers, s->mirror->nheaders);
+            free_list(s->mirror->ignore_paths, s->mirror->nignore_paths);
+            sy_free(s->mirror);
+        }
     }
     sy_free(cfg->sites);
     for (size_t i = 0; i < cfg->tls.ncerts; i++) {

@@ -53,6 +53,30 @@ struct sy_version_route {
     uint32_t weight;           /* share of new visitors; 0 when absent from weights */
 };
 
+/*
+ * sites[].mirror: eligible requests are copied to another version of the
+ * site and, with compare, the copy's answer is compared with the client's
+ * (docs/configuration.md). Bounds are per worker.
+ */
+struct sy_mirror_conf {
+    int line;
+    size_t to;                 /* index into version.routes */
+    uint32_t percent;          /* 0..100, default 100 */
+    char **methods;            /* default GET, HEAD */
+    size_t nmethods;
+    int compare;               /* default 0 */
+    uint32_t timeout_ms;       /* 0: the upstream timeouts only */
+    uint64_t max_body;         /* request bodies copied up to this, default 64 KiB */
+    uint64_t max_response;     /* response bytes kept per side for comparing, default 256 KiB */
+    char **headers;            /* compared response headers, lower-cased; default content-type */
+    size_t nheaders;
+    char **ignore_paths;       /* JSON paths never reported ("$.a.b", "$.items[*].at") */
+    size_t nignore_paths;
+    uint32_t noise_percent;    /* copies to the client's own version, default 5 with compare */
+    uint32_t max_inflight;     /* copies in flight per worker, default 64 */
+    uint64_t max_buffered;     /* bytes held by copies per worker, default 16 MiB */
+};
+
 struct sy_site_conf {
     int line;
     char **hosts;              /* lower-cased: "a.example.org", "*.example.org", or "*" */
@@ -68,6 +92,7 @@ struct sy_site_conf {
         size_t default_route;  /* index into routes */
         uint64_t total_weight; /* sum of the routes' weights; 0: no weights, the default serves */
     } version;
+    struct sy_mirror_conf *mirror; /* NULL when absent */
 };
 
 struct sy_tls_cert_conf {

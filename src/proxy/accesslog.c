@@ -150,7 +150,7 @@ static uint64_t xorshift(uint64_t s[2])
     return s[1] + b;
 }
 
-void sy_request_id(struct sy_worker *w, char *out)
+uint64_t sy_worker_random(struct sy_worker *w)
 {
     if (!w->rng[0] && !w->rng[1]) {
         if (getrandom(w->rng, sizeof(w->rng), 0) != sizeof(w->rng)) {
@@ -158,8 +158,13 @@ void sy_request_id(struct sy_worker *w, char *out)
             w->rng[1] = 0x9e3779b97f4a7c15ULL;
         }
     }
+    return xorshift(w->rng);
+}
+
+void sy_request_id(struct sy_worker *w, char *out)
+{
     static const char hex[] = "0123456789abcdef";
-    uint64_t v[2] = {xorshift(w->rng), xorshift(w->rng)};
+    uint64_t v[2] = {sy_worker_random(w), sy_worker_random(w)};
     for (int k = 0; k < 2; k++)
         for (int i = 0; i < 16; i++)
             out[k * 16 + i] = hex[(v[k] >> (60 - 4 * i)) & 0xf];

@@ -115,6 +115,8 @@ void sy_upconn_reap(struct sy_worker *w);
 /* accesslog.c */
 void sy_accesslog_write(struct sy_exchange *x, uint64_t duration_us);
 void sy_request_id(struct sy_worker *w, char *out);
+/* 64 random bits from the worker's generator (xorshift128+, seeded once). */
+uint64_t sy_worker_random(struct sy_worker *w);
 
 /* conn.c */
 int sy_admin_pump(struct sy_conn *c);

@@ -21,6 +21,7 @@
 #include "core/alloc.h"
 #include "core/log.h"
 #include "proxy/conn.h"
+#include "proxy/mirror.h"
 
 #define ACME_PREFIX "/.well-known/acme-challenge/"
 
@@ -116,6 +117,8 @@ static void close_upstream(struct sy_exchange *x)
 
 void sy_exchange_close(struct sy_exchange *x)
 {
+    if (x->mirror)
+        sy_mirror_primary_gone(x);
     if (x->tunnel) {
         sy_counter_add(&x->w->metrics.tunnels_active, (uint64_t)-1);
         x->tunnel = 0;
@@ -338,9 +341,9 @@ static int target_is_acme(struct sy_str t)
     return t.len > n && memcmp(t.p, ACME_PREFIX, n) == 0;
 }
 
-static int start(struct sy_exchange *x, size_t head_len)
+/* What every request starts with: request id, framing. 0, or -1 when answered (*r set). */
+static int begin(struct sy_exchange *x, size_t head_len, int *r)
 {
-    const struct sy_config *cfg = cfg_of(x);
     int status = 400;
     x->t_req_start_us = now_us();
     x->bytes_in = head_len;
@@ -356,8 +359,10 @@ static int start(struct sy_exchange *x, size_t head_len)
         sy_request_id(x->w, x->reqid);
     }
 
-    if (sy_h1_request_framing(&x->req, &x->rf, &status) < 0)
-        return sy_exchange_answer_error(x, status);
+    if (sy_h1_request_framing(&x->req, &x->rf, &status) < 0) {
+        *r = sy_exchange_answer_error(x, status);
+        return -1;
+    }
     x->req.target = x->rf.target; /* origin-form: absolute-form is not forwarded as sent */
     x->req_done = x->rf.body == SY_H1_BODY_NONE ||
                   (x->rf.body == SY_H1_BODY_LENGTH && x->rf.length == 0);
@@ -368,20 +373,17 @@ static int start(struct sy_exchange *x, size_t head_len)
     sy_h1_chunked_init(&x->req_chunked);
     if (!x->rf.keepalive || sy_atomic_draining())
         x->client_close = 1;
+    return 0;
+}
 
-    if (!x->https && target_is_acme(x->req.target) && sy_proc.acme)
-        return answer_acme(x);
-    if (!x->https && cfg->tls.redirect && cfg->listen_https.set && !target_is_acme(x->req.target))
-        return redirect_https(x);
-
-    struct sy_str host = x->rf.host ? x->rf.host->value : SY_STR_LIT("");
-    const struct sy_site_conf *site = sy_route_find_site(cfg, host);
-    if (!site)
-        return answer(x, 404, NULL, "no site for this host\n", 0);
-    sy_route_select(site, x->req.target, x->req.headers, x->req.num_headers, &x->route);
-
-    if (cfg->limits.max_body && x->rf.body == SY_H1_BODY_LENGTH && x->rf.length > cfg->limits.max_body)
-        return sy_exchange_answer_error(x, 413);
+/* The route is chosen: body limit, upstream, its request head. 0, or -1 when answered (*r). */
+static int prepare(struct sy_exchange *x, size_t head_len, int *r)
+{
+    const struct sy_config *cfg = cfg_of(x);
+    if (cfg->limits.max_body && x->rf.body == SY_H1_BODY_LENGTH && x->rf.length > cfg->limits.max_body) {
+        *r = sy_exchange_answer_error(x, 413);
+        return -1;
+    }
     x->upgrade = x->rf.upgrade && x->req_done;
     x->wup = &x->ws->ups[x->route.upstream];
 
@@ -393,21 +395,68 @@ static int start(struct sy_exchange *x, size_t head_len)
         if (x->olen)
             break;
         sy__out_free(x->w, &x->obuf, x->obuf_pooled);
-        if (cap > head_len + 65536)
-            return sy_exchange_answer_error(x, 431);
+        if (cap > head_len + 65536) {
+            *r = sy_exchange_answer_error(x, 431);
+            return -1;
+        }
         cap *= 2;
     }
     x->ooff = 0;
+    return 0;
+}
+
+static int start(struct sy_exchange *x, size_t head_len)
+{
+    const struct sy_config *cfg = cfg_of(x);
+    int r;
+    if (begin(x, head_len, &r) < 0)
+        return r;
+
+    if (!x->https && target_is_acme(x->req.target) && sy_proc.acme)
+        return answer_acme(x);
+    if (!x->https && cfg->tls.redirect && cfg->listen_https.set && !target_is_acme(x->req.target))
+        return redirect_https(x);
+
+    struct sy_str host = x->rf.host ? x->rf.host->value : SY_STR_LIT("");
+    const struct sy_site_conf *site = sy_route_find_site(cfg, host);
+    if (!site)
+        return answer(x, 404, NULL, "no site for this host\n", 0);
+    sy_route_select(site, x->req.target, x->req.headers, x->req.num_headers, &x->route);
+    if (prepare(x, head_len, &r) < 0)
+        return r;
+    if (site->mirror)
+        sy_mirror_offer(x); /* copies what it needs now: the header array is scratch */
     return connect_upstream(x);
+}
+
+static void forget_head(struct sy_exchange *x)
+{
+    /* The header array is the caller's scratch space: nothing keeps a pointer into it. */
+    x->req.headers = NULL;
+    x->req.num_headers = 0;
+    x->rf.host = NULL;
+}
+
+int sy_exchange_start_to(struct sy_exchange *x, size_t head_len, const struct sy_site_conf *site,
+                         size_t route)
+{
+    int r;
+    if (begin(x, head_len, &r) == 0) {
+        x->route = (struct sy_route_result){.site = site,
+                                            .upstream = site->version.routes[route].upstream,
+                                            .route = &site->version.routes[route],
+                                            .source = SY_VSRC_DEFAULT};
+        if (prepare(x, head_len, &r) == 0)
+            r = connect_upstream(x);
+    }
+    forget_head(x);
+    return r;
 }
 
 int sy_exchange_start(struct sy_exchange *x, size_t head_len)
 {
     int r = start(x, head_len);
-    /* The header array is the worker's scratch space: nothing keeps a pointer into it. */
-    x->req.headers = NULL;
-    x->req.num_headers = 0;
-    x->rf.host = NULL;
+    forget_head(x);
     return r;
 }
 

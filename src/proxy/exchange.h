@@ -35,6 +35,7 @@ enum { SY_RD_BYTES = 1, SY_RD_BLOCKED = 0, SY_RD_EOF = -1, SY_RD_ERROR = -2 };
 
 struct sy_exchange;
 struct sy_upconn;
+struct sy_mirror;
 
 /*
  * The client side of an exchange. Every call may be made from any step of
@@ -88,6 +89,7 @@ struct sy_exchange {
     uint16_t peer_port;
     unsigned https : 1;
     unsigned client_close : 1;          /* the client side will close after this answer */
+    struct sy_mirror *mirror;           /* copies comparing with this answer (mirror.c), or NULL */
 
     struct sy_h1_request req;           /* slices of bytes the client side keeps */
     struct sy_h1_framing rf;
@@ -128,6 +130,12 @@ struct sy_exchange {
  * head_len: bytes of the head. Returns SY_P_*.
  */
 int sy_exchange_start(struct sy_exchange *x, size_t head_len);
+/*
+ * Starts an exchange for `route` (an index into site's version routes)
+ * without choosing: a mirrored copy's. Otherwise as sy_exchange_start().
+ */
+int sy_exchange_start_to(struct sy_exchange *x, size_t head_len, const struct sy_site_conf *site,
+                         size_t route);
 /* Moves the request and the response as far as they can go. Returns SY_P_*. */
 int sy_exchange_pump(struct sy_exchange *x);
 /* The earliest upstream deadline of the exchange (loop ms), UINT64_MAX for none. */

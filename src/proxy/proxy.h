@@ -26,6 +26,8 @@
 struct sy_tls;
 struct sy_acme;
 struct sy_exchange;
+struct sy_mirror_worker;
+struct sy_mirror_bounds;
 
 /*
  * Addresses kept per server name: a headless Service returns one per pod.
@@ -134,6 +136,7 @@ struct sy_wsnap {
     struct sy_wupstream *ups;
     struct sy_req_counter ***site_counters; /* [site][route or 0] */
     struct sy_req_counter *nosite_counter;
+    struct sy_mirror_bounds *mirror_bounds; /* [site], made by the first copy (mirror.c) */
 };
 
 struct sy_listener {
@@ -178,6 +181,7 @@ struct sy_worker {
     uint64_t log_report_at[2];                 /* worker 0: when they were (loop ms) */
     uint64_t rng[2];
     uint64_t reqseq;
+    struct sy_mirror_worker *mirror;           /* mirrored copies and their stores (mirror.c) */
     struct sy_exchange *x_free;                /* free list of per-request states */
     uint32_t nx_free;
     struct sy_h1_header hdrs[SY_MAX_HEADERS_CAP]; /* scratch: the request head being started */

@@ -16,6 +16,7 @@
 #include "core/log.h"
 #include "core/logq.h"
 #include "proxy/conn.h"
+#include "proxy/mirror.h"
 #include "tls/tls.h"
 
 /*
@@ -89,6 +90,7 @@ void sy_wsnap_unref(struct sy_wsnap *ws)
     for (size_t i = 0; i < cfg->nsites; i++)
         sy_free(ws->site_counters[i]);
     sy_free(ws->site_counters);
+    sy_free(ws->mirror_bounds);
     sy_snapshot_unref(ws->snap);
     sy_free(ws);
 }
@@ -367,6 +369,7 @@ static void on_idle(struct sy_loop *loop, void *arg)
 {
     struct sy_worker *w = arg;
     sy_conn_reap(w);
+    sy_mirror_idle(w);
     if (w->loglen && (w->loglen > 16384 || sy_loop_now(loop) - w->log_flushed_at >= 100))
         sy_accesslog_flush(w);
     if (atomic_load(&w->draining)) {
@@ -452,6 +455,7 @@ int sy_worker_start(struct sy_worker *w, struct sy_snapshot *s)
         w->max_conns = 1;
     sy_snapshot_ref(s);
     w->ws = wsnap_new(w, s);
+    __atomic_store_n(&w->mirror, sy_mirror_worker_new(), __ATOMIC_RELEASE);
     sy_loop_set_wake(w->loop, on_wake, w);
     sy_loop_set_idle(w->loop, on_idle, w);
     for (int i = 0; i < 3; i++)

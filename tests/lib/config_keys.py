@@ -8,7 +8,7 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 REFERENCE = REPO / "docs" / "configuration.md"
 SECTIONS = ("workers", "listen", "limits", "timeouts", "log", "upstreams", "sites", "tls")
 # Sub-tables documented under their own heading, by the path their keys live under.
-NESTED = {"version": "sites.version"}
+NESTED = {"version": "sites.version", "mirror": "sites.mirror"}
 FILE_SUFFIXES = ("c", "h", "md", "py", "yaml")
 
 # A dotted key as text names it: "timeouts.drain", "tls.acme.storage", "sites[0].version.default",

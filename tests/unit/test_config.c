@@ -940,3 +940,117 @@ Test(config, failure_after_partial_build_frees_cleanly)
                " ca: /ca, renew_before: nope}\n",
                12, "renew_before");
 }
+
+/* ---- sites[].mirror ---------------------------------------------------------------------- */
+
+/* listen + two upstreams + a version site take lines 1..9; mirror keys start at line 11 */
+#define MIRROR_BASE                                                                              \
+    "listen: {http: \":80\"}\n"                                                                  \
+    "upstreams:\n"                                                                               \
+    "  v1: {servers: [127.0.0.1:1]}\n"                                                           \
+    "  v2: {servers: [127.0.0.1:2]}\n"                                                           \
+    "sites:\n"                                                                                   \
+    "  - hosts: [retro.example.org]\n"                                                           \
+    "    version:\n"                                                                             \
+    "      header: X-Postfacto-Version\n"                                                        \
+    "      routes: {\"4.1.0\": v1, \"4.2.0\": v2}\n"                                             \
+    "      default: \"4.2.0\"\n"                                                                 \
+    "    mirror:\n"
+
+Test(config, mirror_defaults)
+{
+    struct sy_config *cfg = load_ok(MIRROR_BASE "      to: \"4.1.0\"\n");
+    const struct sy_mirror_conf *m = cfg->sites[0].mirror;
+    cr_assert_not_null(m);
+    cr_assert_eq(m->line, 11);
+    cr_assert_eq(m->to, 0);
+    cr_assert_eq(m->percent, 100);
+    cr_assert_eq(m->nmethods, 2);
+    cr_assert_str_eq(m->methods[0], "GET");
+    cr_assert_str_eq(m->methods[1], "HEAD");
+    cr_assert_eq(m->compare, 0);
+    cr_assert_eq(m->noise_percent, 0);
+    cr_assert_eq(m->timeout_ms, 0);
+    cr_assert_eq(m->max_body, 64 * 1024);
+    cr_assert_eq(m->max_response, 256 * 1024);
+    cr_assert_eq(m->nheaders, 1);
+    cr_assert_str_eq(m->headers[0], "content-type");
+    cr_assert_eq(m->nignore_paths, 0);
+    cr_assert_eq(m->max_inflight, 64);
+    cr_assert_eq(m->max_buffered, 16 * 1024 * 1024);
+    sy_config_free(cfg);
+    /* no mirror block, no mirror */
+    cfg = load_ok(MIN);
+    cr_assert_null(cfg->sites[0].mirror);
+    sy_config_free(cfg);
+}
+
+Test(config, mirror_every_key)
+{
+    struct sy_config *cfg = load_ok(MIRROR_BASE
+                                    "      to: \"4.1.0\"\n"
+                                    "      percent: 25\n"
+                                    "      methods: [GET, POST]\n"
+                                    "      compare: true\n"
+                                    "      timeout: 750ms\n"
+                                    "      max_body: 8k\n"
+                                    "      max_response: 1m\n"
+                                    "      headers: [Content-Type, ETag]\n"
+                                    "      ignore_paths: [$.updated_at, \"$.items[*].id\", $.a.*]\n"
+                                    "      noise_percent: 10\n"
+                                    "      max_inflight: 8\n"
+                                    "      max_buffered: 2m\n");
+    const struct sy_mirror_conf *m = cfg->sites[0].mirror;
+    cr_assert_eq(m->percent, 25);
+    cr_assert_str_eq(m->methods[1], "POST");
+    cr_assert(m->compare);
+    cr_assert_eq(m->timeout_ms, 750);
+    cr_assert_eq(m->max_body, 8192);
+    cr_assert_eq(m->max_response, 1024 * 1024);
+    cr_assert_eq(m->nheaders, 2);
+    cr_assert_str_eq(m->headers[1], "etag");
+    cr_assert_eq(m->nignore_paths, 3);
+    cr_assert_str_eq(m->ignore_paths[1], "$.items[*].id");
+    cr_assert_eq(m->noise_percent, 10);
+    cr_assert_eq(m->max_inflight, 8);
+    cr_assert_eq(m->max_buffered, 2 * 1024 * 1024);
+    sy_config_free(cfg);
+    /* compare alone learns noise from 5 % of the copies */
+    cfg = load_ok(MIRROR_BASE "      to: \"4.1.0\"\n      compare: yes\n");
+    cr_assert_eq(cfg->sites[0].mirror->noise_percent, 5);
+    sy_config_free(cfg);
+}
+
+Test(config, mirror_errors)
+{
+    expect_err(MIRROR_BASE "      percent: 5\n", 11, "missing required key \"to\"");
+    expect_err(MIRROR_BASE "      to: \"9.9\"\n", 12, "\"9.9\" is not one of the routes");
+    expect_err(MIRROR_BASE "      to: \"4.1.0\"\n      percent: 101\n", 13, "out of range 0..100");
+    expect_err(MIRROR_BASE "      to: \"4.1.0\"\n      methods: [get]\n", 13, "is not a method");
+    expect_err(MIRROR_BASE "      to: \"4.1.0\"\n      methods: []\n", 13,
+               "at least one method");
+    expect_err(MIRROR_BASE "      to: \"4.1.0\"\n      timeout: soon\n", 13, "invalid duration");
+    expect_err(MIRROR_BASE "      to: \"4.1.0\"\n      max_body: 2m\n", 13, "out of range");
+    expect_err(MIRROR_BASE "      to: \"4.1.0\"\n      compare: true\n      headers: [\"a b\"]\n",
+               14, "is not a valid header name");
+    expect_err(MIRROR_BASE "      to: \"4.1.0\"\n      compare: true\n"
+                           "      ignore_paths: [$.ok, \"items[0]\"]\n",
+               14, "is not a JSON path");
+    expect_err(MIRROR_BASE "      to: \"4.1.0\"\n      compare: true\n"
+                           "      ignore_paths: [\"$.a[x]\"]\n",
+               14, "is not a JSON path");
+    expect_err(MIRROR_BASE "      to: \"4.1.0\"\n      noise_percent: 5\n", 13,
+               "needs \"compare: true\"");
+    expect_err(MIRROR_BASE "      to: \"4.1.0\"\n      ignore_paths: [$.a]\n", 13,
+               "\"ignore_paths\" needs \"compare: true\"");
+    expect_err(MIRROR_BASE "      to: \"4.1.0\"\n      max_inflight: 0\n", 13, "out of range");
+    expect_err(MIRROR_BASE "      to: \"4.1.0\"\n      max_buffered: 1k\n", 13, "out of range");
+    expect_err(MIRROR_BASE "      to: \"4.1.0\"\n      copies: 2\n", 13, "unknown key \"copies\"");
+    expect_err(MIRROR_BASE "      [to, \"4.1.0\"]\n", 12, "expected a mapping");
+    expect_err("listen: {http: \":80\"}\n" MIN_UPSTREAMS
+               "sites:\n"
+               "  - hosts: [a.example.org]\n"
+               "    upstream: app\n"
+               "    mirror: {to: \"1\"}\n",
+               8, "needs a \"version\" block");
+}
