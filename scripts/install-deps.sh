@@ -8,7 +8,7 @@ PKGS="build-essential make pkg-config clang libclang-rt-14-dev
 libssl-dev libyaml-dev libcurl4-openssl-dev libjansson-dev libcriterion-dev
 python3 python3-pytest python3-websockets python3-yaml curl openssl ca-certificates
 pebble lego testssl.sh nginx-light haproxy caddy wrk shellcheck valgrind nodejs
-podman runc debootstrap"
+podman runc debootstrap chromium"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
