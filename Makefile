@@ -9,7 +9,7 @@ CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused
                -Wstrict-prototypes -Wmissing-prototypes -fno-strict-aliasing -g \
                -Isrc -DSY_VERSION=\"$(VERSION)\"
 CFLAGS   ?= $(OPT)
-LIBS     := -lssl -lcrypto -lyaml -ljansson -lpthread -ldl
+LIBS     := -lssl -lcrypto -lyaml -ljansson -lnghttp2 -lpthread -ldl
 SAN_FLAGS := -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 LIB_SRCS := $(filter-out src/main.c,$(wildcard src/*/*.c))

@@ -5,8 +5,9 @@ set -eu
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 PKGS="build-essential make pkg-config clang libclang-rt-14-dev
-libssl-dev libyaml-dev libcurl4-openssl-dev libjansson-dev libcriterion-dev
-python3 python3-pytest python3-websockets python3-yaml curl openssl ca-certificates
+libssl-dev libyaml-dev libcurl4-openssl-dev libjansson-dev libcriterion-dev libnghttp2-dev
+python3 python3-pytest python3-websockets python3-yaml python3-h2 nghttp2-client curl openssl
+ca-certificates
 pebble lego testssl.sh nginx-light haproxy caddy wrk shellcheck valgrind nodejs
 podman runc debootstrap chromium"
 missing=""

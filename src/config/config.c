@@ -392,6 +392,32 @@ static int load_log(struct ctx *c, yaml_node_t *n)
     return 0;
 }
 
+/* ---- http2 -------------------------------------------------------------------------------- */
+
+static int load_http2(struct ctx *c, yaml_node_t *n)
+{
+    struct field f[] = {{"enabled", 0, 0},              {"max_concurrent_streams", 0, 0},
+                        {"max_header_list_size", 0, 0}, {"max_resets", 0, 0}};
+    uint64_t v;
+
+    if (get_fields(c, n, "http2", f, 4) < 0)
+        return -1;
+    if (f[0].val && bool_value(c, f[0].val, "http2.enabled", &c->cfg->http2.enabled) < 0)
+        return -1;
+    if (f[1].val && uint_value(c, f[1].val, "http2.max_concurrent_streams", 1, 10000,
+                               &c->cfg->http2.max_concurrent_streams) < 0)
+        return -1;
+    if (f[2].val) {
+        if (size_value(c, f[2].val, "http2.max_header_list_size", 1024, 1024 * 1024, &v) < 0)
+            return -1;
+        c->cfg->http2.max_header_list_size = (uint32_t)v;
+    }
+    if (f[3].val && uint_value(c, f[3].val, "http2.max_resets", 1, 1000000,
+                               &c->cfg->http2.max_resets) < 0)
+        return -1;
+    return 0;
+}
+
 /* ---- listen ------------------------------------------------------------------------------ */
 
 static int load_addr(struct ctx *c, yaml_node_t *n, const char *what, struct sy_listen_addr *a)
@@ -1253,6 +1279,10 @@ static void set_defaults(struct sy_config *cfg)
     cfg->timeouts.upstream_response_ms = 60 * 1000;
     cfg->timeouts.tunnel_idle_ms = 3600 * 1000;
     cfg->timeouts.drain_ms = 30 * 1000;
+    cfg->http2.enabled = 1;
+    cfg->http2.max_concurrent_streams = 100;
+    cfg->http2.max_header_list_size = 16384;
+    cfg->http2.max_resets = 200;
     cfg->log.access = 1;
     cfg->log.level = SY_LOG_INFO;
     cfg->tls.redirect_port = 443;
@@ -1262,10 +1292,10 @@ static int load_root(struct ctx *c, yaml_node_t *root)
 {
     struct field f[] = {{"workers", 0, 0}, {"listen", 0, 0},    {"limits", 0, 0},
                         {"timeouts", 0, 0}, {"log", 0, 0},      {"upstreams", 0, 0},
-                        {"sites", 0, 0},    {"tls", 0, 0}};
+                        {"sites", 0, 0},    {"tls", 0, 0},      {"http2", 0, 0}};
     struct sy_config *cfg = c->cfg;
 
-    if (get_fields(c, root, "configuration", f, 8) < 0)
+    if (get_fields(c, root, "configuration", f, 9) < 0)
         return -1;
     if (f[0].val && load_workers(c, f[0].val) < 0)
         return -1;
@@ -1288,6 +1318,8 @@ static int load_root(struct ctx *c, yaml_node_t *root)
     if (load_sites(c, f[6].key, f[6].val) < 0 || build_host_index(c) < 0)
         return -1;
     if (f[7].val && load_tls(c, f[7].val) < 0)
+        return -1;
+    if (f[8].val && load_http2(c, f[8].val) < 0)
         return -1;
     if (cfg->listen_https.set && cfg->tls.ncerts == 0 && !cfg->tls.acme.enabled)
         return fail_line(c, cfg->listen_https.line,

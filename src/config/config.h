@@ -165,6 +165,12 @@ struct sy_config {
         uint32_t drain_grace_ms;    /* default 0: keep accepting this long after SIGTERM */
     } timeouts;
     struct {
+        int enabled;                /* default 1: ALPN offers h2 then http/1.1 on listen.https */
+        uint32_t max_concurrent_streams; /* default 100 per connection */
+        uint32_t max_header_list_size;   /* bytes of one request's fields, default 16k (431) */
+        uint32_t max_resets;        /* streams a client may reset per 10 s, default 200 */
+    } http2;
+    struct {
         int access;                 /* default 1: JSON access log on stdout */
         int level;                  /* enum sy_log_level, default info */
     } log;

@@ -108,6 +108,7 @@ void sy_accesslog_write(struct sy_exchange *x, uint64_t duration_us)
     lput_str_field(w, "client", client, (size_t)cl, 0);
     lput_str_field(w, "method", x->req.method.p ? x->req.method.p : "", x->req.method.len, 0);
     lput_str_field(w, "path", x->log_path.p ? x->log_path.p : "", x->log_path.len, 0);
+    lput_str_field(w, "protocol", x->h2 ? "HTTP/2" : "HTTP/1.1", x->h2 ? 6 : 8, 0);
     char nums[160];
     n = snprintf(nums, sizeof(nums),
                  ",\"status\":%d,\"bytes_in\":%llu,\"bytes_out\":%llu,\"duration_ms\":%.3f",

@@ -33,6 +33,7 @@
 #include "core/alloc.h"
 #include "core/log.h"
 #include "proxy/conn.h"
+#include "proxy/h2conn.h"
 #include "tls/tls.h"
 
 #define LINGER_MS 2000
@@ -321,23 +322,27 @@ static int do_head(struct sy_conn *c)
     }
 }
 
+/* Reads and drops what the client still sends, so that closing does not reset the answer. */
+int sy_conn_linger(struct sy_conn *c)
+{
+    char tmp[4096];
+    for (;;) {
+        if (!c->readable)
+            return P_BLOCKED;
+        ssize_t n = sy__cread(c, tmp, sizeof(tmp));
+        if (n > 0)
+            continue;
+        if (n == -1)
+            return P_BLOCKED;
+        conn_close(c);
+        return P_CLOSED;
+    }
+}
+
 static int do_respond(struct sy_conn *c)
 {
-    if (c->lingering) {
-        /* Read and drop what the client still sends, so closing does not reset the answer. */
-        char tmp[4096];
-        for (;;) {
-            if (!c->readable)
-                return P_BLOCKED;
-            ssize_t n = sy__cread(c, tmp, sizeof(tmp));
-            if (n > 0)
-                continue;
-            if (n == -1)
-                return P_BLOCKED;
-            conn_close(c);
-            return P_CLOSED;
-        }
-    }
+    if (c->lingering)
+        return sy_conn_linger(c);
     while (c->hoff < c->hlen) {
         if (!c->writable)
             return P_BLOCKED;
@@ -383,6 +388,8 @@ static int do_handshake(struct sy_conn *c)
         c->state = SY_ST_HEAD;
         c->t_client = now_ms(c);
         c->readable = !sy_tls_drained(c->tls);
+        if (sy_tls_conn_h2(c->tls))
+            return sy_h2_start(c);
         return P_PROGRESS;
     }
     /* OpenSSL only asks to wait after the socket said EAGAIN. */
@@ -475,6 +482,8 @@ static uint64_t deadline(struct sy_conn *c)
         return c->t_client + (c->lingering ? LINGER_MS : cfg->timeouts.client_body_ms);
     case SY_ST_ADMIN:
         return c->t_accept + 10000;
+    case SY_ST_H2:
+        return sy_h2_deadline(c);
     case SY_ST_CLOSED:
         break;
     }
@@ -522,6 +531,10 @@ static void on_timeout(struct sy_conn *c)
         conn_close(c); /* the client stopped reading */
         return;
     }
+    case SY_ST_H2:
+        sy_h2_timeout(c);
+        pump(c);
+        return;
     default:
         conn_close(c);
         return;
@@ -563,6 +576,9 @@ static void pump(struct sy_conn *c)
             break;
         case SY_ST_ADMIN:
             r = sy_admin_pump(c);
+            break;
+        case SY_ST_H2:
+            r = sy_h2_pump(c);
             break;
         default:
             return;
@@ -663,6 +679,8 @@ static void conn_close(struct sy_conn *c)
         sy_exchange_close(c->x); /* logs it, closes its upstream side */
         x_put(c);
     }
+    if (c->h2)
+        sy_h2_close(c); /* the same for each open stream */
     c->state = SY_ST_CLOSED;
     sy_timer_cancel(c->w->loop, &c->timer);
     sy_loop_del(c->w->loop, &c->io);
@@ -687,9 +705,12 @@ static void conn_close(struct sy_conn *c)
 void sy_conn_reap(struct sy_worker *w)
 {
     SY_BUG_ON(sy_loop_dispatching(w->loop));
+    sy_h2_reap(w);
     while (!sy_list_empty(&w->closed)) {
         struct sy_conn *c = SY_CONTAINER_OF(w->closed.next, struct sy_conn, link);
         sy_list_remove(&c->link);
+        if (c->h2)
+            sy_h2_free(c);
         sy_free(c);
     }
     sy_upconn_reap(w);
@@ -709,12 +730,29 @@ static int idle_between_requests(const struct sy_conn *c)
  */
 void sy_conn_drain_start(struct sy_worker *w)
 {
-    struct sy_list *n;
-    for (n = w->conns.next; n != &w->conns; n = n->next) {
+    struct sy_list *n, *next;
+    for (n = w->conns.next; n != &w->conns; n = next) {
+        next = n->next;
         struct sy_conn *c = SY_CONTAINER_OF(n, struct sy_conn, link);
-        if (idle_between_requests(c))
+        if (idle_between_requests(c)) {
             sy_timer_arm(w->loop, &c->timer, deadline(c));
+        } else if (c->state == SY_ST_H2) {
+            /* GOAWAY: open streams finish, then the connection closes (at once when idle). */
+            sy_h2_drain(c);
+            pump(c);
+        }
     }
+}
+
+void sy_conn_pump(struct sy_conn *c)
+{
+    if (c->state != SY_ST_CLOSED)
+        pump(c);
+}
+
+void sy_conn_close(struct sy_conn *c)
+{
+    conn_close(c);
 }
 
 /* Reads and drops what a socket holds, so that closing it sends a FIN, not a reset. */

@@ -15,6 +15,7 @@
 #include "route/route.h"
 
 struct sy_tls_conn;
+struct sy_h2conn;
 
 enum sy_conn_state {
     SY_ST_HANDSHAKE = 0,       /* TLS handshake in progress */
@@ -23,6 +24,7 @@ enum sy_conn_state {
     SY_ST_TUNNEL,              /* Upgrade: bytes flow both ways */
     SY_ST_RESPOND,             /* writing a response made by the gateway */
     SY_ST_ADMIN,               /* admin listener connection */
+    SY_ST_H2,                  /* HTTP/2: the streams live in c->h2 (h2conn.c) */
     SY_ST_CLOSED
 };
 
@@ -50,6 +52,7 @@ struct sy_conn {
     struct sy_wsnap *ws;
     struct sy_tls_conn *tls;
     struct sy_exchange *x;     /* the request being read or served, or NULL */
+    struct sy_h2conn *h2;      /* SY_ST_H2 only */
     enum sy_conn_state state;
     unsigned readable : 1, writable : 1, rd_eof : 1, rd_hup : 1, https : 1, close_after : 1;
     unsigned resp_close : 1, resp_chunked_out : 1, lingering : 1, is_admin : 1;
@@ -90,6 +93,14 @@ void sy__free_hbuf(struct sy_conn *c);
 
 /* headers.c */
 size_t sy_build_upstream_head(struct sy_exchange *x, char *out, size_t cap);
+/*
+ * The response fields a client gets, whatever its protocol: the upstream's
+ * fields without hop-by-hop ones and the version header, then the served
+ * version, the pin cookie and HSTS; emit(arg, name, value) for each. Framing
+ * fields (Transfer-Encoding, Connection) are left to the client side.
+ */
+void sy_response_fields(const struct sy_exchange *x, const struct sy_h1_response *resp,
+                        void (*emit)(void *arg, struct sy_str name, struct sy_str value), void *arg);
 size_t sy_build_response_head(struct sy_conn *c, const struct sy_h1_response *resp, char *out,
                               size_t cap);
 size_t sy_build_simple_response(char *out, size_t cap, int status, const char *extra_headers,
@@ -120,5 +131,11 @@ uint64_t sy_worker_random(struct sy_worker *w);
 
 /* conn.c */
 int sy_admin_pump(struct sy_conn *c);
+/* Runs the connection's pump and arms its timer (another client side's wake-up). */
+void sy_conn_pump(struct sy_conn *c);
+/* Closes the connection (freed at the end of the loop iteration). */
+void sy_conn_close(struct sy_conn *c);
+/* After our FIN: reads and drops the client's bytes until it closes. Returns SY_P_*. */
+int sy_conn_linger(struct sy_conn *c);
 
 #endif

@@ -89,6 +89,7 @@ struct sy_exchange {
     uint16_t peer_port;
     unsigned https : 1;
     unsigned client_close : 1;          /* the client side will close after this answer */
+    unsigned h2 : 1;                    /* carried by an HTTP/2 stream */
     struct sy_mirror *mirror;           /* copies comparing with this answer (mirror.c), or NULL */
 
     struct sy_h1_request req;           /* slices of bytes the client side keeps */

@@ -196,30 +196,22 @@ const char *sy_status_reason(int status)
     }
 }
 
-size_t sy_build_response_head(struct sy_conn *c, const struct sy_h1_response *resp, char *out,
-                              size_t cap)
+void sy_response_fields(const struct sy_exchange *x, const struct sy_h1_response *resp,
+                        void (*emit)(void *arg, struct sy_str name, struct sy_str value), void *arg)
 {
-    struct wbuf b = {out, 0, cap, 0};
-    const struct sy_config *cfg = c->ws->snap->cfg;
-    const struct sy_site_conf *site = c->x->route.site;
+    const struct sy_config *cfg = x->ws->snap->cfg;
+    const struct sy_site_conf *site = x->route.site;
     const char *vheader = site && site->has_version ? site->version.header : NULL;
     struct hop hop;
     collect_connection(resp->headers, resp->num_headers, &hop);
     int upgrade = resp->status == 101;
     int has_sts = 0;
 
-    char line[16] = "HTTP/1.1 000 ";
-    line[9] = (char)('0' + resp->status / 100 % 10);
-    line[10] = (char)('0' + resp->status / 10 % 10);
-    line[11] = (char)('0' + resp->status % 10);
-    put(&b, line, 13);
-    putstr(&b, resp->reason);
-    put(&b, "\r\n", 2);
     for (size_t i = 0; i < resp->num_headers; i++) {
         const struct sy_h1_header *h = &resp->headers[i];
         if (upgrade && (sy_str_caseeq_cstr(h->name, "connection") ||
                         sy_str_caseeq_cstr(h->name, "upgrade"))) {
-            put_header(&b, h->name, h->value);
+            emit(arg, h->name, h->value);
             continue;
         }
         if (is_hop_by_hop(h->name) || listed(&hop, h->name))
@@ -228,28 +220,46 @@ size_t sy_build_response_head(struct sy_conn *c, const struct sy_h1_response *re
             continue;
         if (h->name.len == 25 && sy_str_caseeq_cstr(h->name, "strict-transport-security"))
             has_sts = 1;
-        put_header(&b, h->name, h->value);
+        emit(arg, h->name, h->value);
     }
     if (resp->status >= 200 || upgrade) {
-        if (vheader && c->x->route.route) {
-            puts_(&b, vheader);
-            put(&b, ": ", 2);
-            puts_(&b, c->x->route.route->version);
-            put(&b, "\r\n", 2);
-        }
-        if (site && site->has_version && site->version.cookie && c->x->route.pin != SY_PIN_KEEP) {
+        if (vheader && x->route.route)
+            emit(arg, sy_str_make(vheader, strlen(vheader)),
+                 sy_str_make(x->route.route->version, strlen(x->route.route->version)));
+        if (site && site->has_version && site->version.cookie && x->route.pin != SY_PIN_KEEP) {
             char ck[512];
             size_t m = sy_route_pin_cookie(ck, sizeof(ck), site->version.cookie,
-                                           c->x->route.route ? c->x->route.route->version : "",
-                                           c->https, c->x->route.pin == SY_PIN_CLEAR);
-            put(&b, ck, m);
+                                           x->route.route ? x->route.route->version : "",
+                                           x->https, x->route.pin == SY_PIN_CLEAR);
+            /* "Set-Cookie: " value "\r\n" */
+            if (m > 14)
+                emit(arg, SY_STR_LIT("Set-Cookie"), sy_str_make(ck + 12, m - 14));
         }
-        if (c->https && cfg->tls.hsts && !has_sts) {
-            puts_(&b, "Strict-Transport-Security: ");
-            puts_(&b, cfg->tls.hsts);
-            put(&b, "\r\n", 2);
-        }
+        if (x->https && cfg->tls.hsts && !has_sts)
+            emit(arg, SY_STR_LIT("Strict-Transport-Security"),
+                 sy_str_make(cfg->tls.hsts, strlen(cfg->tls.hsts)));
     }
+}
+
+static void emit_h1(void *arg, struct sy_str name, struct sy_str value)
+{
+    put_header(arg, name, value);
+}
+
+size_t sy_build_response_head(struct sy_conn *c, const struct sy_h1_response *resp, char *out,
+                              size_t cap)
+{
+    struct wbuf b = {out, 0, cap, 0};
+    int upgrade = resp->status == 101;
+
+    char line[16] = "HTTP/1.1 000 ";
+    line[9] = (char)('0' + resp->status / 100 % 10);
+    line[10] = (char)('0' + resp->status / 10 % 10);
+    line[11] = (char)('0' + resp->status % 10);
+    put(&b, line, 13);
+    putstr(&b, resp->reason);
+    put(&b, "\r\n", 2);
+    sy_response_fields(c->x, resp, emit_h1, &b);
     if (!upgrade && resp->status >= 200) {
         if (c->resp_chunked_out)
             puts_(&b, "Transfer-Encoding: chunked\r\n");

@@ -447,6 +447,7 @@ int sy_worker_start(struct sy_worker *w, struct sy_snapshot *s)
     sy_list_init(&w->conns);
     sy_list_init(&w->closed);
     sy_list_init(&w->closed_up);
+    sy_list_init(&w->h2_dead);
     w->accept_timer.cb = resume_accept;
     uint32_t maxc = s->cfg->limits.max_connections;
     unsigned nw = sy_proc.nworkers ? sy_proc.nworkers : 1;

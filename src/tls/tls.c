@@ -65,22 +65,33 @@ static void count(atomic_uint_least64_t *c)
     atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
 }
 
+int sy_tls_conn_h2(const struct sy_tls_conn *c)
+{
+    const unsigned char *p;
+    unsigned int n;
+    SSL_get0_alpn_selected(c->ssl, &p, &n);
+    return n == 2 && p[0] == 'h' && p[1] == '2';
+}
+
 void sy_tls_count_handshake_timeout(void)
 {
     count(&n_failures[FAIL_TIMEOUT]);
 }
 
 static const unsigned char alpn_http11[] = "\x08http/1.1";
+static const unsigned char alpn_h2_http11[] = "\x02h2\x08http/1.1";
 
+/* The server's order wins: h2 when the client offers it and http2.enabled, else http/1.1. */
 static int alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
                    const unsigned char *in, unsigned int inlen, void *arg)
 {
     (void)ssl;
-    (void)arg;
+    const struct sy_tls *t = arg;
     unsigned char *sel;
-    if (SSL_select_next_proto(&sel, outlen, alpn_http11, sizeof(alpn_http11) - 1, in, inlen) !=
-        OPENSSL_NPN_NEGOTIATED)
-        return SSL_TLSEXT_ERR_NOACK; /* e.g. h2 only: go on without ALPN */
+    const unsigned char *ours = t->h2 ? alpn_h2_http11 : alpn_http11;
+    unsigned int ourlen = t->h2 ? sizeof(alpn_h2_http11) - 1 : sizeof(alpn_http11) - 1;
+    if (SSL_select_next_proto(&sel, outlen, ours, ourlen, in, inlen) != OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_NOACK; /* e.g. h2 only with http2 off: go on without ALPN */
     *out = sel;
     return SSL_TLSEXT_ERR_OK;
 }
@@ -113,7 +124,7 @@ static SSL_CTX *make_ctx(struct sy_tls *t, const long pair[2], int main_ctx)
     /* Stateless tickets only: nothing to share between threads or replicas. */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_timeout(ctx, SESSION_TIMEOUT_S);
-    SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
+    SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, t);
     if (main_ctx)
         SSL_CTX_set_tlsext_servername_callback(ctx, sy__tls_sni_cb);
     if (main_ctx)
@@ -198,6 +209,7 @@ static struct sy_tls *tls_new(const struct sy_config *cfg, int initial, char **e
     }
     struct sy_tls *t = sy_calloc(1, sizeof(*t));
     atomic_init(&t->refs, 1);
+    t->h2 = cfg->http2.enabled;
     if (sy__tls_certs_load(t, cfg, initial, err) < 0)
         goto fail;
     if (make_ctxs(t) < 0) {

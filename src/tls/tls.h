@@ -134,6 +134,9 @@ const char *sy_tls_conn_sni(const struct sy_tls_conn *c);
 /* "TLSv1.3", "TLSv1.2", ... for logs; the negotiated protocol. */
 const char *sy_tls_conn_version(const struct sy_tls_conn *c);
 
+/* 1 when the handshake negotiated h2 through ALPN. */
+int sy_tls_conn_h2(const struct sy_tls_conn *c);
+
 /* Count a handshake the caller gave up on (its handshake timer fired). */
 void sy_tls_count_handshake_timeout(void);
 

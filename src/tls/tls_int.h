@@ -43,6 +43,7 @@ struct sy_tls {
     SSL_CTX **ctxs;
     long (*pairs)[2];
     size_t npairs;
+    int h2;                    /* http2.enabled: ALPN offers h2 first */
 };
 
 /* tls_cert.c */

@@ -10,7 +10,8 @@ from conftest import DEPLOY, REPO, run
 # Makefile -l flags -> Debian -dev package (build) and runtime library package.
 LIBS = {"ssl": ("libssl-dev", "libssl3"), "crypto": ("libssl-dev", "libssl3"),
         "yaml": ("libyaml-dev", "libyaml-0-2"), "curl": ("libcurl4-openssl-dev", "libcurl4"),
-        "jansson": ("libjansson-dev", "libjansson4"), "pthread": (None, None), "dl": (None, None)}
+        "jansson": ("libjansson-dev", "libjansson4"),
+        "nghttp2": ("libnghttp2-dev", "libnghttp2-14"), "pthread": (None, None), "dl": (None, None)}
 # Loaded at run time with dlopen() rather than linked: the headers at build time, the library at run
 # time (the ACME client's libcurl).
 DLOPENED = {"libcurl4-openssl-dev": "libcurl4"}

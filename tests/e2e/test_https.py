@@ -146,9 +146,9 @@ def test_tls12_and_13_work_with_alpn_old_versions_refused(start_tls, pki):
             assert c.read_response().status == 200
         finally:
             c.close()
-    # a client offering only h2 still gets a handshake, without ALPN
+    # a client offering only h2 gets it (http2.enabled is on by default; test_h2.py has more)
     der, version, alpn = served(port, "a.test", client_ctx(alpn=("h2",)))
-    assert der == pki["a"].der and alpn is None
+    assert der == pki["a"].der and alpn == "h2"
     # TLS 1.0 and 1.1 are refused by the server (the client is allowed to offer them)
     before = tls_failures(gw)
     for flag in ("-tls1", "-tls1_1"):

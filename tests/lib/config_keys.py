@@ -6,7 +6,8 @@ import re
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 REFERENCE = REPO / "docs" / "configuration.md"
-SECTIONS = ("workers", "listen", "limits", "timeouts", "log", "upstreams", "sites", "tls")
+SECTIONS = ("workers", "listen", "limits", "timeouts", "log", "upstreams", "sites", "tls",
+            "http2")
 # Sub-tables documented under their own heading, by the path their keys live under.
 NESTED = {"version": "sites.version", "mirror": "sites.mirror"}
 FILE_SUFFIXES = ("c", "h", "md", "py", "yaml")
@@ -29,7 +30,7 @@ def reference_keys():
             head = m.group(1).strip()
             if head == "Top level":
                 section = ""
-            elif re.fullmatch(r"`[a-z_.]+`", head):
+            elif re.fullmatch(r"`[a-z0-9_.]+`", head):
                 section = NESTED.get(head.strip("`"), head.strip("`"))
             else:
                 section = None

@@ -207,6 +207,33 @@ Test(config, all_optional_sections)
     sy_config_free(cfg);
 }
 
+Test(config, http2)
+{
+    struct sy_config *cfg = load_ok(MIN);
+    cr_assert_eq(cfg->http2.enabled, 1);
+    cr_assert_eq(cfg->http2.max_concurrent_streams, 100);
+    cr_assert_eq(cfg->http2.max_header_list_size, 16384);
+    cr_assert_eq(cfg->http2.max_resets, 200);
+    sy_config_free(cfg);
+
+    cfg = load_ok(MIN "http2: {enabled: false, max_concurrent_streams: 8,"
+                      " max_header_list_size: 64k, max_resets: 50}\n");
+    cr_assert_eq(cfg->http2.enabled, 0);
+    cr_assert_eq(cfg->http2.max_concurrent_streams, 8);
+    cr_assert_eq(cfg->http2.max_header_list_size, 65536);
+    cr_assert_eq(cfg->http2.max_resets, 50);
+    sy_config_free(cfg);
+
+    expect_err(MIN "http2:\n  enabled: maybe\n", 10, "http2.enabled");
+    expect_err(MIN "http2:\n  max_concurrent_streams: 0\n", 10,
+               "http2.max_concurrent_streams: 0 out of range 1..10000");
+    expect_err(MIN "http2:\n  enabled: true\n  max_header_list_size: 100\n", 11,
+               "http2.max_header_list_size");
+    expect_err(MIN "http2:\n  max_resets: lots\n", 10, "http2.max_resets: invalid number");
+    expect_err(MIN "http2:\n  streams: 5\n", 10, "http2: unknown key \"streams\"");
+    expect_err(MIN "http2: [1]\n", 9, "http2");
+}
+
 Test(config, upstream_options)
 {
     struct sy_config *cfg = load_ok("listen: {http: \":80\"}\n"

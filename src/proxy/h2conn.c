@@ -1,0 +1,1375 @@
+/*
+ * h2conn.c: the HTTP/2 client side (see h2conn.h), over libnghttp2.
+ *
+ * nghttp2 does the framing, HPACK and flow-control bookkeeping; this file
+ * feeds it the bytes read from TLS (nghttp2_session_mem_recv), writes what it
+ * serializes (nghttp2_session_mem_send) and turns each request stream into an
+ * exchange. It never calls into nghttp2's receive or send path from a seam
+ * callback: only the connection's pump does, so no stream or buffer the
+ * exchange holds can go away under it.
+ *
+ * Request direction: a header block is collected per connection (blocks are
+ * contiguous on the wire), checked strictly (RFC 9113 §8.2, §8.3; the
+ * h2-to-h1 smuggling surface), then becomes an HTTP/1.1 request head: Host
+ * from :authority, the cookie fields joined with "; ", Transfer-Encoding:
+ * chunked when a body comes without content-length. DATA payload goes to the
+ * stream's input buffer; in_peek() frames it as chunks when the request is
+ * chunked. A byte is acknowledged (nghttp2_session_consume, WINDOW_UPDATE)
+ * only when the exchange consumed it, i.e. wrote it upstream: the stream
+ * window (H2_WINDOW) is the buffer.
+ *
+ * Response direction: out_head() translates the response head into HEADERS;
+ * out_write() takes HTTP/1.1-framed body bytes (de-chunked when chunked) into
+ * the stream's output buffer, from which nghttp2's data provider pulls DATA
+ * frames as the client's windows allow. A full output buffer makes
+ * out_write() take nothing, so the exchange stops reading the upstream:
+ * memory per stream is one buffer each way plus the upstream's.
+ *
+ * Freeing: a stream that ends (nghttp2's close callback, or the connection
+ * closing) goes to the worker's h2_dead list with its exchange and buffers,
+ * freed by sy_h2_reap() at the end of the loop iteration.
+ */
+#include <errno.h>
+#include <nghttp2/nghttp2.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include "core/alloc.h"
+#include "core/log.h"
+#include "proxy/conn.h"
+#include "proxy/h2conn.h"
+#include "tls/tls.h"
+
+/* Receive window of a stream: the most request payload it holds before the exchange takes it. */
+#define H2_WINDOW 65535
+/* Room before the payload for a chunk-size line, after it for CRLF and the last chunk. */
+#define IN_HEADROOM 8
+#define IN_CAP (H2_WINDOW + 64)
+/* The connection's receive window: every stream's, up to this. */
+#define CONN_WINDOW_MAX (16u << 20)
+/* Abuse budgets, per connection and per 10 s. */
+#define BUDGET_MS 10000
+#define MAX_CONTROL 500             /* SETTINGS, PING, PRIORITY, empty DATA */
+/* After the session ended, how long the client's last bytes are read and dropped. */
+#define LINGER_MS 2000
+#define MAX_CONTINUATIONS 32        /* CONTINUATION frames in one header block */
+/* Fields of one request: SY_MAX_HEADERS_CAP (the exchange's array) less the ones added here. */
+#define MAX_FIELDS (SY_MAX_HEADERS_CAP - 4)
+
+struct field {
+    uint32_t no, nl, vo, vl;       /* offsets into the block buffer */
+};
+
+struct slice {
+    uint32_t o, l;
+    int set;
+};
+
+/* Incremental de-chunker for response bytes already validated by the exchange. */
+enum { DC_SIZE = 0, DC_EXT, DC_DATA, DC_DATA_END, DC_TRAILER, DC_TRAILER_LINE, DC_TRAILER_END,
+       DC_DONE };
+
+struct dechunk {
+    int state;
+    uint64_t left;
+};
+
+struct sy_h2conn {
+    struct sy_conn *c;
+    nghttp2_session *sess;
+    struct sy_list streams;        /* open streams (struct sy_h2stream.link) */
+    struct sy_list ready;          /* streams whose exchange may move (.rlink) */
+    uint32_t nstreams;
+
+    /* The header block being received: "namevalue" bytes and their fields. */
+    char *hb;
+    uint32_t hlen, hcap, hsize;    /* hsize: RFC 7541 size (name + value + 32 per field) */
+    struct field *fields;
+    uint32_t nfields;
+    uint32_t ncont;
+
+    /* Bytes to the client: ob[ooff, olen), then what nghttp2 gave and ob could not take. */
+    char *ob;
+    uint32_t ooff, olen;
+    const uint8_t *pend;
+    size_t npend;
+    uint64_t t_write;              /* last write progress, loop ms */
+
+    uint64_t budget_start;
+    uint32_t nresets, ncontrol;
+    unsigned goaway : 1, lingering : 1;
+};
+
+struct sy_h2stream {
+    struct sy_list link;           /* the connection's streams, then the worker's h2_dead */
+    struct sy_list rlink;          /* the connection's ready list */
+    struct sy_h2conn *h;
+    struct sy_worker *w;
+    int32_t id;
+    struct sy_exchange *x;         /* from the request's start until reaped */
+    struct sy_wsnap *ws;           /* the view the exchange runs with (a reference) */
+    char *head;                    /* the request head bytes: the exchange's slices point here */
+
+    /* Checks of the header block. */
+    uint32_t error;                /* nonzero: the stream is malformed (RST_STREAM code) */
+    int status;                    /* 431/414: answered instead of forwarded */
+    struct slice method, scheme, authority, path, host;
+    uint32_t ncookies, cookie_len, nlength;
+
+    /* Request payload: ib[istart, ifend) framed and offered, [ifend, iplen) raw, not yet. */
+    char *ib;
+    uint32_t istart, ifend, iplen;
+    uint32_t plo, phi;             /* the payload inside the framed part */
+    uint64_t unconsumed;           /* payload received and not yet acknowledged */
+
+    /* Response payload: ob[ooff, olen) for DATA frames. */
+    char *ob;
+    uint32_t ooff, olen;
+    struct dechunk dc;
+
+    uint64_t t_last;               /* last progress on the client's side of the stream */
+    unsigned in_eof : 1, last_framed : 1, chunked : 1, x_over : 1, dead : 1;
+    unsigned out_eof : 1, deferred : 1, rst_after : 1, submitted : 1;
+};
+
+static const struct sy_client_ops h2_ops;
+
+static inline uint64_t now_ms(struct sy_h2conn *h)
+{
+    return sy_loop_now(h->c->w->loop);
+}
+
+static inline const struct sy_config *cfg_of(struct sy_h2conn *h)
+{
+    return h->c->ws->snap->cfg;
+}
+
+static void stream_ready(struct sy_h2stream *s)
+{
+    if (!s->dead && !sy_list_linked(&s->rlink))
+        sy_list_insert_tail(&s->h->ready, &s->rlink);
+}
+
+/* ---- stream end ---- */
+
+/* The exchange is over (answered, finished or aborted): it is not pumped again. */
+static void x_over(struct sy_h2stream *s)
+{
+    s->x_over = 1;
+    if (sy_list_linked(&s->rlink))
+        sy_list_remove(&s->rlink);
+}
+
+/* The stream ended: what its exchange still runs is closed; freed at the end of the iteration. */
+static void stream_dead(struct sy_h2stream *s)
+{
+    if (s->dead)
+        return;
+    if (s->x && !s->x_over)
+        sy_exchange_close(s->x); /* logs it (499 when the client left first), closes upstream */
+    s->x_over = 1;
+    s->dead = 1;
+    struct sy_h2conn *h = s->h;
+    if (s->unconsumed && h->sess)
+        nghttp2_session_consume_connection(h->sess, (size_t)s->unconsumed);
+    s->unconsumed = 0;
+    if (sy_list_linked(&s->rlink))
+        sy_list_remove(&s->rlink);
+    sy_list_remove(&s->link);
+    sy_list_insert_tail(&s->w->h2_dead, &s->link);
+    h->nstreams--;
+}
+
+void sy_h2_reap(struct sy_worker *w)
+{
+    while (!sy_list_empty(&w->h2_dead)) {
+        struct sy_h2stream *s = SY_CONTAINER_OF(w->h2_dead.next, struct sy_h2stream, link);
+        sy_list_remove(&s->link);
+        if (s->x)
+            sy_exchange_put(s->x);
+        if (s->ws)
+            sy_wsnap_unref(s->ws);
+        if (s->ib)
+            sy_free(s->ib);
+        if (s->ob)
+            sy_worker_buf_put(w, s->ob);
+        sy_free(s->head);
+        sy_free(s);
+    }
+}
+
+/* ---- the client interface of the exchange ---- */
+
+/*
+ * Chunked request: frames the raw payload [ifend, iplen) as one chunk (its
+ * size line written in the consumed room before it, CRLF after it), and the
+ * last chunk once the stream ended. Only called when everything framed
+ * before was consumed (istart == ifend).
+ */
+static void frame_chunk(struct sy_h2stream *s)
+{
+    if (s->iplen > s->ifend) {
+        char line[16];
+        uint32_t n = s->iplen - s->ifend;
+        int hl = snprintf(line, sizeof(line), "%x\r\n", (unsigned)n);
+        memcpy(s->ib + s->ifend - hl, line, (size_t)hl);
+        s->plo = s->ifend;
+        s->phi = s->iplen;
+        s->istart = s->ifend - (uint32_t)hl;
+        memcpy(s->ib + s->iplen, "\r\n", 2);
+        s->ifend = s->iplen = s->iplen + 2;
+    }
+    if (s->in_eof && !s->last_framed) {
+        memcpy(s->ib + s->ifend, "0\r\n\r\n", 5);
+        if (s->istart == s->ifend)
+            s->plo = s->phi = s->ifend;
+        s->ifend = s->iplen = s->ifend + 5;
+        s->last_framed = 1;
+    }
+}
+
+static void in_ensure(struct sy_h2stream *s)
+{
+    if (!s->ib) {
+        s->ib = sy_malloc(IN_CAP);
+        s->istart = s->ifend = s->iplen = s->plo = s->phi = IN_HEADROOM;
+    }
+}
+
+static size_t h2_in_peek(struct sy_exchange *x, const char **p)
+{
+    struct sy_h2stream *s = x->client;
+    if (s->chunked) {
+        if (s->istart == s->ifend && (s->iplen > s->ifend || (s->in_eof && !s->last_framed))) {
+            in_ensure(s);
+            frame_chunk(s);
+        }
+        *p = s->ib ? s->ib + s->istart : NULL;
+        return s->ifend - s->istart;
+    }
+    *p = s->ib ? s->ib + s->istart : NULL;
+    return s->iplen - s->istart;
+}
+
+static void h2_in_consume(struct sy_exchange *x, size_t n)
+{
+    struct sy_h2stream *s = x->client;
+    uint32_t from = s->istart, to = s->istart + (uint32_t)n;
+    uint32_t payload = (uint32_t)n;
+    if (s->chunked) {
+        uint32_t lo = from > s->plo ? from : s->plo;
+        uint32_t hi = to < s->phi ? to : s->phi;
+        payload = hi > lo ? hi - lo : 0;
+    }
+    s->istart = to;
+    if (s->istart == s->iplen) /* all taken: start again at the front */
+        s->istart = s->ifend = s->iplen = s->plo = s->phi = IN_HEADROOM;
+    if (payload) {
+        s->unconsumed -= payload;
+        nghttp2_session_consume(s->h->sess, s->id, payload);
+    }
+    s->t_last = now_ms(s->h);
+}
+
+static int h2_in_read(struct sy_exchange *x)
+{
+    struct sy_h2stream *s = x->client;
+    /* Bytes come with the connection's reads; the end of the stream is the end of input. */
+    return s->in_eof ? SY_RD_EOF : SY_RD_BLOCKED;
+}
+
+static int h2_in_full(struct sy_exchange *x)
+{
+    (void)x;
+    return 0;
+}
+
+static void h2_send_continue(struct sy_exchange *x)
+{
+    struct sy_h2stream *s = x->client;
+    nghttp2_nv nv = {(uint8_t *)":status", (uint8_t *)"100", 7, 3, NGHTTP2_NV_FLAG_NONE};
+    nghttp2_submit_headers(s->h->sess, NGHTTP2_FLAG_NONE, s->id, NULL, &nv, 1, NULL);
+}
+
+static ssize_t data_read(nghttp2_session *sess, int32_t id, uint8_t *buf, size_t length,
+                         uint32_t *flags, nghttp2_data_source *src, void *ud)
+{
+    (void)sess;
+    (void)id;
+    (void)ud;
+    struct sy_h2stream *s = src->ptr;
+    size_t avail = s->olen - s->ooff;
+    if (!avail && !s->out_eof) {
+        s->deferred = 1;
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    size_t n = avail < length ? avail : length;
+    if (n) {
+        memcpy(buf, s->ob + s->ooff, n);
+        s->ooff += (uint32_t)n;
+        if (s->ooff == s->olen)
+            s->ooff = s->olen = 0;
+        s->t_last = now_ms(s->h);
+        if (!s->x_over)
+            stream_ready(s); /* room again: the exchange may read its upstream */
+    }
+    if (s->out_eof && s->ooff == s->olen)
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+    return (ssize_t)n;
+}
+
+static void resume(struct sy_h2stream *s)
+{
+    if (s->deferred) {
+        s->deferred = 0;
+        nghttp2_session_resume_data(s->h->sess, s->id);
+    }
+}
+
+static void ob_ensure(struct sy_h2stream *s)
+{
+    if (!s->ob) {
+        s->ob = sy_worker_buf_get(s->w);
+        s->ooff = s->olen = 0;
+    }
+}
+
+/* Lower-cased names for HPACK; values as they are. */
+struct nvlist {
+    nghttp2_nv *nv;
+    size_t n, max;
+    char *buf;
+    size_t len, cap;
+    int overflow;
+};
+
+static void nv_add(void *arg, struct sy_str name, struct sy_str value)
+{
+    struct nvlist *l = arg;
+    if (l->n == l->max || l->len + name.len + value.len > l->cap) {
+        l->overflow = 1;
+        return;
+    }
+    /* Copied: some values live on the caller's stack (the pin cookie). */
+    char *p = l->buf + l->len;
+    for (size_t i = 0; i < name.len; i++) {
+        char ch = name.p[i];
+        p[i] = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
+    }
+    memcpy(p + name.len, value.p, value.len);
+    l->len += name.len + value.len;
+    l->nv[l->n++] = (nghttp2_nv){(uint8_t *)p, (uint8_t *)p + name.len, name.len, value.len,
+                                 NGHTTP2_NV_FLAG_NONE};
+}
+
+static int submit(struct sy_h2stream *s, nghttp2_nv *nv, size_t n, int with_body)
+{
+    nghttp2_data_provider prd = {.source.ptr = s, .read_callback = data_read};
+    s->submitted = 1;
+    return nghttp2_submit_response(s->h->sess, s->id, nv, n, with_body ? &prd : NULL) == 0 ? 0
+                                                                                         : -1;
+}
+
+static int h2_out_head(struct sy_exchange *x, const struct sy_h1_response *resp)
+{
+    struct sy_h2stream *s = x->client;
+    nghttp2_nv nv[SY_MAX_HEADERS_CAP + 8];
+    const struct sy_config *cfg = s->h->c->ws->snap->cfg;
+    const struct sy_site_conf *site = x->route.site;
+    size_t cap = 1024 + (cfg->tls.hsts ? strlen(cfg->tls.hsts) : 0) + /* HSTS, cookie, version */
+                 (site && site->has_version ? strlen(site->version.header) : 0);
+    for (size_t i = 0; i < resp->num_headers; i++)
+        cap += resp->headers[i].name.len + resp->headers[i].value.len;
+    char status[4] = {(char)('0' + resp->status / 100 % 10), (char)('0' + resp->status / 10 % 10),
+                      (char)('0' + resp->status % 10), 0};
+    struct nvlist l = {nv, 0, sizeof(nv) / sizeof(nv[0]), sy_malloc(cap), 0, cap, 0};
+    nv[l.n++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, 3, NGHTTP2_NV_FLAG_NONE};
+    sy_response_fields(x, resp, nv_add, &l);
+    int r = l.overflow ? -1 : submit(s, nv, l.n, x->sf.body != SY_H1_BODY_NONE);
+    sy_free(l.buf);
+    if (x->sf.body == SY_H1_BODY_NONE)
+        s->out_eof = 1;
+    return r;
+}
+
+static int h2_out_pending(struct sy_exchange *x)
+{
+    (void)x;
+    return 0; /* the head went to nghttp2 whole */
+}
+
+/* De-chunks validated chunked bytes into ob. Returns the input bytes taken. */
+static size_t dechunk(struct sy_h2stream *s, const char *p, size_t n)
+{
+    struct dechunk *d = &s->dc;
+    size_t i = 0;
+    while (i < n) {
+        char ch = p[i];
+        switch (d->state) {
+        case DC_SIZE:
+            if (ch == ';' || ch == '\r') {
+                d->state = DC_EXT;
+            } else if (ch == '\n') {
+                d->state = d->left ? DC_DATA : DC_TRAILER;
+            } else {
+                int v = ch <= '9' ? ch - '0' : (ch | 0x20) - 'a' + 10;
+                d->left = d->left * 16 + (uint64_t)v;
+            }
+            i++;
+            break;
+        case DC_EXT:
+            if (ch == '\n')
+                d->state = d->left ? DC_DATA : DC_TRAILER;
+            i++;
+            break;
+        case DC_DATA: {
+            size_t room = SY_BUF_SIZE - s->olen;
+            size_t m = n - i;
+            if (m > d->left)
+                m = (size_t)d->left;
+            if (m > room)
+                m = room;
+            if (!m)
+                return i; /* ob is full */
+            memcpy(s->ob + s->olen, p + i, m);
+            s->olen += (uint32_t)m;
+            d->left -= m;
+            i += m;
+            if (!d->left)
+                d->state = DC_DATA_END;
+            break;
+        }
+        case DC_DATA_END:
+            if (ch == '\n')
+                d->state = DC_SIZE;
+            i++;
+            break;
+        case DC_TRAILER: /* at the start of a trailer line, or the final CRLF */
+            d->state = ch == '\r' ? DC_TRAILER_END : ch == '\n' ? DC_DONE : DC_TRAILER_LINE;
+            i++;
+            break;
+        case DC_TRAILER_LINE:
+            if (ch == '\n')
+                d->state = DC_TRAILER;
+            i++;
+            break;
+        case DC_TRAILER_END:
+            d->state = DC_DONE;
+            i++;
+            break;
+        default:
+            return n; /* nothing belongs to the message after its end */
+        }
+    }
+    return i;
+}
+
+static ssize_t h2_out_write(struct sy_exchange *x, const char *p, size_t n)
+{
+    struct sy_h2stream *s = x->client;
+    if (!n)
+        return 0;
+    ob_ensure(s);
+    uint32_t before = s->olen;
+    size_t taken;
+    if (x->sf.body == SY_H1_BODY_CHUNKED) {
+        taken = dechunk(s, p, n);
+    } else {
+        size_t room = SY_BUF_SIZE - s->olen;
+        taken = n < room ? n : room;
+        memcpy(s->ob + s->olen, p, taken);
+        s->olen += (uint32_t)taken;
+    }
+    if (s->olen != before)
+        resume(s);
+    return (ssize_t)taken;
+}
+
+/* Splits "Name: value\r\n..." (the gateway's extra fields) into nv entries. */
+static void extra_fields(const char *extra, struct nvlist *l)
+{
+    const char *p = extra;
+    while (p && *p) {
+        const char *eol = strstr(p, "\r\n");
+        const char *colon = strchr(p, ':');
+        if (!eol || !colon || colon > eol)
+            break;
+        const char *v = colon + 1;
+        while (v < eol && *v == ' ')
+            v++;
+        nv_add(l, sy_str_make(p, (size_t)(colon - p)), sy_str_make(v, (size_t)(eol - v)));
+        p = eol + 2;
+    }
+}
+
+static void end_answer(struct sy_h2stream *s)
+{
+    struct sy_exchange *x = s->x;
+    s->out_eof = 1;
+    resume(s);
+    /* The request body was not all read: the client may stop sending it (RFC 9113 §8.1). */
+    if (!x->req_done && !s->in_eof)
+        s->rst_after = 1;
+    x_over(s);
+}
+
+static int h2_respond(struct sy_exchange *x, int status, const char *extra, const char *body,
+                      int close)
+{
+    (void)close; /* the connection goes on: only this stream ends */
+    struct sy_h2stream *s = x->client;
+    nghttp2_nv nv[24];
+    char st[4] = {(char)('0' + status / 100 % 10), (char)('0' + status / 10 % 10),
+                  (char)('0' + status % 10), 0};
+    size_t blen = strlen(body);
+    char clen[24];
+    snprintf(clen, sizeof(clen), "%zu", blen);
+    size_t cap = (extra ? strlen(extra) : 0) + 128;
+    struct nvlist l = {nv, 0, sizeof(nv) / sizeof(nv[0]), sy_malloc(cap), 0, cap, 0};
+    nv_add(&l, SY_STR_LIT(":status"), sy_str_make(st, 3));
+    nv_add(&l, SY_STR_LIT("content-type"), SY_STR_LIT("text/plain; charset=utf-8"));
+    nv_add(&l, SY_STR_LIT("content-length"), sy_str_make(clen, strlen(clen)));
+    extra_fields(extra, &l);
+    ob_ensure(s);
+    s->ooff = s->olen = 0;
+    if (blen > SY_BUF_SIZE)
+        blen = SY_BUF_SIZE;
+    memcpy(s->ob, body, blen);
+    s->olen = (uint32_t)blen;
+    s->out_eof = 1;
+    if (!s->submitted)
+        submit(s, nv, l.n, 1);
+    sy_free(l.buf);
+    x->bytes_out += blen;
+    sy_exchange_log(x);
+    end_answer(s);
+    return SY_P_PROGRESS;
+}
+
+static int h2_finish(struct sy_exchange *x)
+{
+    struct sy_h2stream *s = x->client;
+    sy_exchange_log(x);
+    sy_exchange_release_upstream(x);
+    end_answer(s);
+    return SY_P_PROGRESS;
+}
+
+static int h2_abort(struct sy_exchange *x)
+{
+    struct sy_h2stream *s = x->client;
+    sy_exchange_close(x);
+    x_over(s);
+    nghttp2_submit_rst_stream(s->h->sess, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR);
+    return SY_P_CLOSED;
+}
+
+/* Upgrade fields are refused on HTTP/2 streams, so no exchange becomes a tunnel. */
+static void h2_tunnel(struct sy_exchange *x)
+{
+    h2_abort(x);
+}
+
+static void h2_wake(struct sy_exchange *x)
+{
+    struct sy_h2stream *s = x->client;
+    if (s->dead || s->x_over)
+        return;
+    stream_ready(s);
+    sy_conn_pump(s->h->c);
+}
+
+static const struct sy_client_ops h2_ops = {
+    .in_peek = h2_in_peek,
+    .in_consume = h2_in_consume,
+    .in_read = h2_in_read,
+    .in_full = h2_in_full,
+    .send_continue = h2_send_continue,
+    .out_head = h2_out_head,
+    .out_write = h2_out_write,
+    .out_pending = h2_out_pending,
+    .respond = h2_respond,
+    .finish = h2_finish,
+    .abort = h2_abort,
+    .tunnel = h2_tunnel,
+    .wake = h2_wake,
+};
+
+/* ---- request heads ---- */
+
+static struct sy_str hb_str(struct sy_h2conn *h, uint32_t o, uint32_t l)
+{
+    return sy_str_make(h->hb + o, l);
+}
+
+static int name_is(const uint8_t *n, size_t nl, const char *lit)
+{
+    size_t ll = strlen(lit);
+    return nl == ll && memcmp(n, lit, ll) == 0;
+}
+
+/* RFC 9113 §8.2.1: lower-case tchars only (a colon only leads a pseudo-header). */
+static int valid_name(const uint8_t *n, size_t nl)
+{
+    if (!nl)
+        return 0;
+    for (size_t i = 0; i < nl; i++)
+        if (!sy_h1_is_tchar(n[i]) || (n[i] >= 'A' && n[i] <= 'Z'))
+            return 0;
+    return 1;
+}
+
+/* No NUL, CR or LF; no leading or trailing SP or HTAB; no other control. */
+static int valid_value(const uint8_t *v, size_t vl)
+{
+    if (vl && (v[0] == ' ' || v[0] == '\t' || v[vl - 1] == ' ' || v[vl - 1] == '\t'))
+        return 0;
+    for (size_t i = 0; i < vl; i++)
+        if ((v[i] < 0x20 && v[i] != '\t') || v[i] == 0x7f)
+            return 0;
+    return 1;
+}
+
+/* Fields that are connection-specific in HTTP/1.1 and malformed in HTTP/2 (RFC 9113 §8.2.2). */
+static int connection_specific(const uint8_t *n, size_t nl)
+{
+    return name_is(n, nl, "connection") || name_is(n, nl, "keep-alive") ||
+           name_is(n, nl, "proxy-connection") || name_is(n, nl, "transfer-encoding") ||
+           name_is(n, nl, "upgrade");
+}
+
+static void hb_append(struct sy_h2conn *h, const uint8_t *p, size_t n)
+{
+    if (h->hlen + n > h->hcap) {
+        size_t cap = h->hcap ? h->hcap : 1024;
+        while (cap < h->hlen + n)
+            cap *= 2;
+        h->hb = sy_realloc(h->hb, cap);
+        h->hcap = (uint32_t)cap;
+    }
+    memcpy(h->hb + h->hlen, p, n);
+    h->hlen += (uint32_t)n;
+}
+
+static int set_pseudo(struct sy_h2stream *s, struct slice *sl, uint32_t o, uint32_t l)
+{
+    if (sl->set)
+        return -1; /* duplicated */
+    sl->o = o;
+    sl->l = l;
+    sl->set = 1;
+    return 0;
+}
+
+static int on_begin_headers(nghttp2_session *sess, const nghttp2_frame *frame, void *ud)
+{
+    struct sy_h2conn *h = ud;
+    h->ncont = 0;
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0;
+    struct sy_h2stream *s = sy_calloc(1, sizeof(*s));
+    s->h = h;
+    s->w = h->c->w;
+    s->id = frame->hd.stream_id;
+    s->t_last = now_ms(h);
+    sy_list_init(&s->rlink);
+    sy_list_insert_tail(&h->streams, &s->link);
+    h->nstreams++;
+    h->hlen = h->hsize = h->nfields = 0;
+    nghttp2_session_set_stream_user_data(sess, s->id, s);
+    return 0;
+}
+
+static int on_header(nghttp2_session *sess, const nghttp2_frame *frame, const uint8_t *name,
+                     size_t nl, const uint8_t *value, size_t vl, uint8_t flags, void *ud)
+{
+    (void)flags;
+    struct sy_h2conn *h = ud;
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0; /* trailers: checked by nghttp2, not forwarded */
+    struct sy_h2stream *s = nghttp2_session_get_stream_user_data(sess, frame->hd.stream_id);
+    if (!s || s->error)
+        return 0;
+    const struct sy_config *cfg = cfg_of(h);
+    h->hsize += (uint32_t)(nl + vl + 32);
+    if (h->hsize > cfg->http2.max_header_list_size) {
+        /* Far beyond the limit: an attack on the decoder, not a request. */
+        if (h->hsize > 4 * cfg->http2.max_header_list_size + 65536) {
+            nghttp2_session_terminate_session(sess, NGHTTP2_ENHANCE_YOUR_CALM);
+            return NGHTTP2_ERR_CALLBACK_FAILURE;
+        }
+        s->status = 431;
+        return 0;
+    }
+    if (s->status)
+        return 0;
+    if (nl && name[0] == ':') {
+        if (h->nfields) { /* pseudo-headers come first */
+            s->error = NGHTTP2_PROTOCOL_ERROR;
+            return 0;
+        }
+        if (!valid_value(value, vl)) {
+            s->error = NGHTTP2_PROTOCOL_ERROR;
+            return 0;
+        }
+        uint32_t o = h->hlen;
+        hb_append(h, value, vl);
+        int r = -1;
+        if (name_is(name, nl, ":method"))
+            r = set_pseudo(s, &s->method, o, (uint32_t)vl);
+        else if (name_is(name, nl, ":scheme"))
+            r = set_pseudo(s, &s->scheme, o, (uint32_t)vl);
+        else if (name_is(name, nl, ":authority"))
+            r = set_pseudo(s, &s->authority, o, (uint32_t)vl);
+        else if (name_is(name, nl, ":path"))
+            r = set_pseudo(s, &s->path, o, (uint32_t)vl);
+        if (r < 0) /* unknown (e.g. :protocol, :status) or duplicated */
+            s->error = NGHTTP2_PROTOCOL_ERROR;
+        return 0;
+    }
+    if (!valid_name(name, nl) || !valid_value(value, vl) || connection_specific(name, nl) ||
+        (name_is(name, nl, "te") && !(vl == 8 && memcmp(value, "trailers", 8) == 0))) {
+        s->error = NGHTTP2_PROTOCOL_ERROR;
+        return 0;
+    }
+    if (h->nfields >= MAX_FIELDS || h->nfields >= cfg->limits.max_headers) {
+        s->status = 431;
+        return 0;
+    }
+    if (!h->fields)
+        h->fields = sy_malloc(MAX_FIELDS * sizeof(*h->fields));
+    struct field *f = &h->fields[h->nfields++];
+    f->no = h->hlen;
+    f->nl = (uint32_t)nl;
+    hb_append(h, name, nl);
+    f->vo = h->hlen;
+    f->vl = (uint32_t)vl;
+    hb_append(h, value, vl);
+    if (name_is(name, nl, "cookie")) {
+        s->ncookies++;
+        s->cookie_len += (uint32_t)vl;
+    } else if (name_is(name, nl, "content-length")) {
+        s->nlength++;
+    } else if (name_is(name, nl, "host")) {
+        if (s->host.set)
+            s->error = NGHTTP2_PROTOCOL_ERROR;
+        set_pseudo(s, &s->host, f->vo, f->vl);
+    }
+    return 0;
+}
+
+/* Fields nghttp2 itself finds invalid: the stream is malformed, never forwarded. */
+static int on_invalid_header(nghttp2_session *sess, const nghttp2_frame *frame,
+                             const uint8_t *name, size_t nl, const uint8_t *value, size_t vl,
+                             uint8_t flags, void *ud)
+{
+    (void)sess, (void)frame, (void)name, (void)nl, (void)value, (void)vl, (void)flags, (void)ud;
+    return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* RST_STREAM PROTOCOL_ERROR */
+}
+
+/* :path: origin-form (or "*" for OPTIONS), visible ASCII only: it becomes the request line. */
+static int valid_path(struct sy_str path, struct sy_str method)
+{
+    if (!path.len)
+        return 0;
+    if (path.len == 1 && path.p[0] == '*')
+        return sy_str_eq(method, SY_STR_LIT("OPTIONS"));
+    if (path.p[0] != '/')
+        return 0;
+    for (size_t i = 0; i < path.len; i++)
+        if ((unsigned char)path.p[i] < 0x21 || (unsigned char)path.p[i] > 0x7e)
+            return 0;
+    return 1;
+}
+
+static int valid_method(struct sy_str m)
+{
+    if (!m.len)
+        return 0;
+    for (size_t i = 0; i < m.len; i++)
+        if (!sy_h1_is_tchar((unsigned char)m.p[i]))
+            return 0;
+    return 1;
+}
+
+static void reset_stream(struct sy_h2stream *s, uint32_t code)
+{
+    x_over(s);
+    nghttp2_submit_rst_stream(s->h->sess, NGHTTP2_FLAG_NONE, s->id, code);
+}
+
+static struct sy_exchange *stream_exchange(struct sy_h2stream *s)
+{
+    struct sy_conn *c = s->h->c;
+    struct sy_exchange *x = sy_exchange_get(c->w);
+    s->ws = sy_wsnap_get(c->w);
+    s->ws->refs++;
+    x->ws = s->ws;
+    x->ops = &h2_ops;
+    x->client = s;
+    x->peer_ip = c->peer_ip;
+    x->peer_port = c->peer_port;
+    x->https = 1;
+    x->h2 = 1;
+    s->x = x;
+    return x;
+}
+
+/*
+ * The request head is complete: checks what belongs to the whole head, then
+ * builds the HTTP/1.1 form (headers in the worker's scratch array, bytes in
+ * s->head) and starts the exchange.
+ */
+static void stream_start(struct sy_h2stream *s, int end_stream)
+{
+    struct sy_h2conn *h = s->h;
+    struct sy_worker *w = s->w;
+    s->in_eof = end_stream;
+    struct sy_str method = hb_str(h, s->method.o, s->method.l);
+    struct sy_str path = hb_str(h, s->path.o, s->path.l);
+    struct sy_str authority = hb_str(h, s->authority.o, s->authority.l);
+    struct sy_str host = hb_str(h, s->host.o, s->host.l);
+    if (!s->error && !s->status) {
+        if (!s->method.set || !s->scheme.set || !s->path.set || !valid_method(method) ||
+            !s->scheme.l)
+            s->error = NGHTTP2_PROTOCOL_ERROR;
+        else if (!valid_path(path, method))
+            s->error = NGHTTP2_PROTOCOL_ERROR;
+        else if (s->authority.set && s->host.set && !sy_str_eq(authority, host))
+            s->error = NGHTTP2_PROTOCOL_ERROR;
+        else if (s->nlength > 1)
+            s->error = NGHTTP2_PROTOCOL_ERROR;
+    }
+    if (s->error) {
+        sy_log_debug("h2", "stream %d: malformed request, reset", (int)s->id);
+        reset_stream(s, s->error);
+        return;
+    }
+    struct sy_exchange *x = stream_exchange(s);
+    if (s->status) {
+        sy_exchange_reject(x, s->status, h->hlen);
+        return;
+    }
+    if (path.len > cfg_of(h)->limits.max_uri) {
+        sy_exchange_reject(x, 414, h->hlen);
+        return;
+    }
+
+    /* The joined cookie goes after the collected bytes; then the block becomes the head. */
+    uint32_t cookie_o = h->hlen;
+    if (s->ncookies > 1) {
+        for (uint32_t i = 0, k = 0; i < h->nfields; i++) {
+            struct field *f = &h->fields[i];
+            if (!(f->nl == 6 && memcmp(h->hb + f->no, "cookie", 6) == 0))
+                continue;
+            if (k++)
+                hb_append(h, (const uint8_t *)"; ", 2);
+            hb_append(h, (const uint8_t *)h->hb + f->vo, f->vl);
+        }
+    }
+    uint32_t cookie_l = h->hlen - cookie_o;
+    size_t head_len = h->hlen;
+    s->head = h->hb;
+    h->hb = NULL;
+    h->hlen = h->hcap = 0;
+
+    struct sy_h1_header *hv = w->hdrs;
+    size_t n = 0;
+    if (s->authority.set)
+        hv[n++] = (struct sy_h1_header){SY_STR_LIT("host"),
+                                        sy_str_make(s->head + s->authority.o, s->authority.l)};
+    int cookie_done = 0;
+    for (uint32_t i = 0; i < h->nfields; i++) {
+        struct field *f = &h->fields[i];
+        struct sy_str name = sy_str_make(s->head + f->no, f->nl);
+        struct sy_str value = sy_str_make(s->head + f->vo, f->vl);
+        if (s->authority.set && sy_str_eq(name, SY_STR_LIT("host")))
+            continue; /* the same value as :authority, already there */
+        if (s->ncookies > 1 && sy_str_eq(name, SY_STR_LIT("cookie"))) {
+            if (cookie_done++)
+                continue;
+            value = sy_str_make(s->head + cookie_o, cookie_l);
+        }
+        hv[n++] = (struct sy_h1_header){name, value};
+    }
+    if (!end_stream && !s->nlength) {
+        /* A body of unknown length: chunked towards the upstream, framed by in_peek(). */
+        hv[n++] = (struct sy_h1_header){SY_STR_LIT("transfer-encoding"), SY_STR_LIT("chunked")};
+        s->chunked = 1;
+    }
+    x->req.method = sy_str_make(s->head + s->method.o, s->method.l);
+    x->req.target = sy_str_make(s->head + s->path.o, s->path.l);
+    x->req.minor_version = 1;
+    x->req.headers = hv;
+    x->req.num_headers = n;
+    if (end_stream && s->nlength) {
+        /* A content-length with no DATA to come must say 0 (RFC 9113 §8.1.1). */
+        const struct sy_h1_header *cl = sy_h1_find(hv, n, SY_STR_LIT("content-length"));
+        if (!(cl->value.len == 1 && cl->value.p[0] == '0')) {
+            sy_exchange_put(x);
+            s->x = NULL;
+            reset_stream(s, NGHTTP2_PROTOCOL_ERROR);
+            return;
+        }
+    }
+    if (sy_exchange_start(x, head_len) != SY_P_CLOSED && !s->x_over)
+        stream_ready(s);
+}
+
+/* ---- other nghttp2 callbacks ---- */
+
+/* Rapid Reset, SETTINGS/PING floods: a budget per connection and per BUDGET_MS. */
+static int over_budget(struct sy_h2conn *h, int reset)
+{
+    uint64_t now = now_ms(h);
+    if (now - h->budget_start >= BUDGET_MS) {
+        h->budget_start = now;
+        h->nresets = h->ncontrol = 0;
+    }
+    if (reset ? ++h->nresets > cfg_of(h)->http2.max_resets : ++h->ncontrol > MAX_CONTROL) {
+        sy_log_warn("h2", "client %s: too many %s; closing the connection", h->c->peer_ip,
+                    reset ? "stream resets" : "control frames");
+        nghttp2_session_terminate_session(h->sess, NGHTTP2_ENHANCE_YOUR_CALM);
+        return 1;
+    }
+    return 0;
+}
+
+static int on_begin_frame(nghttp2_session *sess, const nghttp2_frame_hd *hd, void *ud)
+{
+    struct sy_h2conn *h = ud;
+    if (hd->type == NGHTTP2_CONTINUATION && ++h->ncont > MAX_CONTINUATIONS) {
+        sy_log_warn("h2", "client %s: CONTINUATION flood; closing the connection", h->c->peer_ip);
+        nghttp2_session_terminate_session(sess, NGHTTP2_ENHANCE_YOUR_CALM);
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    }
+    return 0;
+}
+
+static int on_frame_recv(nghttp2_session *sess, const nghttp2_frame *frame, void *ud)
+{
+    struct sy_h2conn *h = ud;
+    struct sy_h2stream *s = frame->hd.stream_id
+                                ? nghttp2_session_get_stream_user_data(sess, frame->hd.stream_id)
+                                : NULL;
+    int end = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
+    switch (frame->hd.type) {
+    case NGHTTP2_HEADERS:
+        if (!s || s->dead)
+            break;
+        if (frame->headers.cat == NGHTTP2_HCAT_REQUEST && !s->x && !s->x_over) {
+            stream_start(s, end);
+        } else if (end) {
+            s->in_eof = 1;
+            stream_ready(s);
+        }
+        break;
+    case NGHTTP2_DATA:
+        if (!end && frame->hd.length == 0)
+            over_budget(h, 0);
+        if (s && end) {
+            s->in_eof = 1;
+            stream_ready(s);
+        }
+        break;
+    case NGHTTP2_RST_STREAM:
+        over_budget(h, 1);
+        break;
+    case NGHTTP2_SETTINGS:
+        if (!(frame->hd.flags & NGHTTP2_FLAG_ACK))
+            over_budget(h, 0);
+        break;
+    case NGHTTP2_PING:
+        if (!(frame->hd.flags & NGHTTP2_FLAG_ACK))
+            over_budget(h, 0);
+        break;
+    case NGHTTP2_PRIORITY:
+        over_budget(h, 0);
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+static int on_data_chunk(nghttp2_session *sess, uint8_t flags, int32_t id, const uint8_t *data,
+                         size_t len, void *ud)
+{
+    (void)flags;
+    (void)ud;
+    struct sy_h2stream *s = nghttp2_session_get_stream_user_data(sess, id);
+    if (!s || s->dead || s->x_over || !s->x) {
+        /* Nobody will read it: acknowledged at once. */
+        nghttp2_session_consume(sess, id, len);
+        return 0;
+    }
+    in_ensure(s);
+    if (s->iplen + len + 7 > IN_CAP && s->istart > IN_HEADROOM) {
+        uint32_t d = s->istart - IN_HEADROOM;
+        memmove(s->ib + IN_HEADROOM, s->ib + s->istart, s->iplen - s->istart);
+        s->istart -= d;
+        s->ifend -= d;
+        s->iplen -= d;
+        s->plo = s->plo > d ? s->plo - d : IN_HEADROOM;
+        s->phi = s->phi > d ? s->phi - d : IN_HEADROOM;
+    }
+    if (s->iplen + len + 7 > IN_CAP) { /* cannot happen within the window we announced */
+        nghttp2_submit_rst_stream(sess, NGHTTP2_FLAG_NONE, id, NGHTTP2_FLOW_CONTROL_ERROR);
+        nghttp2_session_consume(sess, id, len);
+        return 0;
+    }
+    memcpy(s->ib + s->iplen, data, len);
+    s->iplen += (uint32_t)len;
+    s->unconsumed += len;
+    s->t_last = now_ms(s->h);
+    stream_ready(s);
+    return 0;
+}
+
+static int on_frame_send(nghttp2_session *sess, const nghttp2_frame *frame, void *ud)
+{
+    (void)ud;
+    if ((frame->hd.type == NGHTTP2_DATA || frame->hd.type == NGHTTP2_HEADERS) &&
+        (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+        struct sy_h2stream *s = nghttp2_session_get_stream_user_data(sess, frame->hd.stream_id);
+        if (s && s->rst_after && !s->in_eof)
+            nghttp2_submit_rst_stream(sess, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_NO_ERROR);
+    }
+    return 0;
+}
+
+static int on_stream_close(nghttp2_session *sess, int32_t id, uint32_t code, void *ud)
+{
+    (void)code;
+    (void)ud;
+    struct sy_h2stream *s = nghttp2_session_get_stream_user_data(sess, id);
+    if (s)
+        stream_dead(s);
+    return 0;
+}
+
+/* ---- the connection ---- */
+
+int sy_h2_start(struct sy_conn *c)
+{
+    const struct sy_config *cfg = c->ws->snap->cfg;
+    struct sy_h2conn *h = sy_calloc(1, sizeof(*h));
+    h->c = c;
+    sy_list_init(&h->streams);
+    sy_list_init(&h->ready);
+    h->budget_start = h->t_write = sy_loop_now(c->w->loop);
+    c->h2 = h;
+    c->state = SY_ST_H2;
+
+    nghttp2_session_callbacks *cb;
+    nghttp2_session_callbacks_new(&cb);
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
+    nghttp2_session_callbacks_set_on_invalid_header_callback(cb, on_invalid_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
+    nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
+    nghttp2_session_callbacks_set_on_begin_frame_callback(cb, on_begin_frame);
+    nghttp2_option *opt;
+    nghttp2_option_new(&opt);
+    nghttp2_option_set_no_auto_window_update(opt, 1);
+    nghttp2_option_set_max_continuations(opt, MAX_CONTINUATIONS);
+    int rv = nghttp2_session_server_new2(&h->sess, cb, h, opt);
+    nghttp2_option_del(opt);
+    nghttp2_session_callbacks_del(cb);
+    if (rv != 0) {
+        h->sess = NULL;
+        sy_conn_close(c);
+        return SY_P_CLOSED;
+    }
+    uint32_t streams = cfg->http2.max_concurrent_streams;
+    nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, streams},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, H2_WINDOW},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, cfg->http2.max_header_list_size},
+        {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+    };
+    nghttp2_submit_settings(h->sess, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
+    uint64_t win = (uint64_t)H2_WINDOW * streams;
+    if (win > CONN_WINDOW_MAX)
+        win = CONN_WINDOW_MAX;
+    if (win > NGHTTP2_INITIAL_CONNECTION_WINDOW_SIZE)
+        nghttp2_session_set_local_window_size(h->sess, NGHTTP2_FLAG_NONE, 0, (int32_t)win);
+    return SY_P_PROGRESS;
+}
+
+/* What nghttp2 has to send, into ob, then to the socket. -1 when the client is gone. */
+static int flush(struct sy_h2conn *h, int *progress)
+{
+    struct sy_conn *c = h->c;
+    for (;;) {
+        if (!h->ob) {
+            h->ob = sy_worker_buf_get(c->w);
+            h->ooff = h->olen = 0;
+        }
+        while (h->olen < SY_BUF_SIZE) {
+            if (!h->npend) {
+                const uint8_t *p;
+                ssize_t n = nghttp2_session_mem_send(h->sess, &p);
+                if (n < 0)
+                    return -1;
+                if (n == 0)
+                    break;
+                h->pend = p;
+                h->npend = (size_t)n;
+            }
+            size_t m = SY_BUF_SIZE - h->olen;
+            if (m > h->npend)
+                m = h->npend;
+            memcpy(h->ob + h->olen, h->pend, m);
+            h->olen += (uint32_t)m;
+            h->pend += m;
+            h->npend -= m;
+        }
+        if (h->ooff == h->olen) {
+            sy_worker_buf_put(c->w, h->ob);
+            h->ob = NULL;
+            return 0;
+        }
+        if (!c->writable)
+            return 0;
+        struct iovec iov = {h->ob + h->ooff, h->olen - h->ooff};
+        ssize_t n = sy__cwritev(c, &iov, 1);
+        if (n == -1)
+            return 0;
+        if (n < 0)
+            return -1;
+        *progress = 1;
+        h->t_write = now_ms(h);
+        h->ooff += (uint32_t)n;
+        if (h->ooff == h->olen)
+            h->ooff = h->olen = 0;
+    }
+}
+
+/* Runs the exchanges of the ready streams. */
+static int pump_streams(struct sy_h2conn *h)
+{
+    int progress = 0;
+    for (int guard = 0; !sy_list_empty(&h->ready) && guard < 10000; guard++) {
+        struct sy_h2stream *s = SY_CONTAINER_OF(h->ready.next, struct sy_h2stream, rlink);
+        sy_list_remove(&s->rlink);
+        for (int i = 0; i < 64 && !s->x_over && s->x; i++) {
+            int r = sy_exchange_pump(s->x);
+            if (r != SY_P_PROGRESS)
+                break;
+            progress = 1;
+        }
+    }
+    return progress;
+}
+
+static int output_blocked(struct sy_h2conn *h)
+{
+    return h->ob && h->olen - h->ooff >= SY_BUF_SIZE / 2 && !h->c->writable;
+}
+
+/*
+ * The session is over (GOAWAY sent, every stream done): close_notify and a
+ * FIN, then what the client still sends is read and dropped until it closes
+ * too (or LINGER_MS), so that closing does not reset the last answers.
+ */
+static int end_conn(struct sy_conn *c)
+{
+    struct sy_h2conn *h = c->h2;
+    if (c->tls)
+        sy_tls_shutdown(c->tls);
+    shutdown(c->io.fd, SHUT_WR);
+    h->lingering = 1;
+    c->t_client = now_ms(h);
+    return sy_conn_linger(c);
+}
+
+int sy_h2_pump(struct sy_conn *c)
+{
+    struct sy_h2conn *h = c->h2;
+    if (h->lingering)
+        return sy_conn_linger(c);
+    for (int guard = 0; guard < 1000; guard++) {
+        int progress = 0;
+        /* Input, unless the client does not read what we have for it. */
+        while (c->readable && !c->rd_eof && nghttp2_session_want_read(h->sess) &&
+               !output_blocked(h)) {
+            sy__rbuf_ensure(c);
+            ssize_t n = sy__cread(c, c->rbuf, c->rcap);
+            if (n > 0) {
+                c->t_client = now_ms(h);
+                progress = 1;
+                ssize_t r = nghttp2_session_mem_recv(h->sess, (const uint8_t *)c->rbuf, (size_t)n);
+                if (r < 0) {
+                    sy_log_debug("h2", "client %s: %s", c->peer_ip, nghttp2_strerror((int)r));
+                    if (r == NGHTTP2_ERR_FLOODED)
+                        nghttp2_session_terminate_session(h->sess, NGHTTP2_ENHANCE_YOUR_CALM);
+                    int ignored = 0;
+                    flush(h, &ignored); /* a GOAWAY, when nghttp2 queued one */
+                    return end_conn(c);
+                }
+                continue;
+            }
+            if (n == 0 || n == -2) {
+                c->rd_eof = 1;
+                break;
+            }
+            break;
+        }
+        c->roff = c->rlen = 0;
+        sy__rbuf_release_if_empty(c);
+        if (c->rd_eof) {
+            sy_conn_close(c); /* open streams end as 499 */
+            return SY_P_CLOSED;
+        }
+        if (sy_atomic_draining() && !h->goaway)
+            sy_h2_drain(c);
+        if (pump_streams(h))
+            progress = 1;
+        if (c->state == SY_ST_CLOSED)
+            return SY_P_CLOSED;
+        if (flush(h, &progress) < 0) {
+            sy_conn_close(c);
+            return SY_P_CLOSED;
+        }
+        if (!nghttp2_session_want_read(h->sess) && !nghttp2_session_want_write(h->sess) &&
+            !h->ob && !h->npend)
+            return end_conn(c); /* GOAWAY sent and every stream done */
+        if (!progress && sy_list_empty(&h->ready))
+            break;
+    }
+    return SY_P_BLOCKED;
+}
+
+static uint64_t min64(uint64_t a, uint64_t b)
+{
+    return a < b ? a : b;
+}
+
+static int waiting_body(struct sy_h2stream *s)
+{
+    return !s->x->req_done && s->x->in_scanned == 0 && s->iplen == s->istart && !s->in_eof;
+}
+
+uint64_t sy_h2_deadline(struct sy_conn *c)
+{
+    struct sy_h2conn *h = c->h2;
+    const struct sy_config *cfg = cfg_of(h);
+    uint64_t d = UINT64_MAX;
+    if (h->lingering)
+        return c->t_client + LINGER_MS;
+    if (!sy_list_empty(&h->ready))
+        return now_ms(h); /* the pump yielded with work left: run it again from the timer */
+    if (h->ob && h->ooff < h->olen)
+        d = h->t_write + cfg->timeouts.client_body_ms;
+    if (!h->nstreams) {
+        uint32_t idle = cfg->timeouts.keepalive_ms;
+        if (sy_atomic_draining() && idle > SY_DRAIN_IDLE_MS)
+            idle = SY_DRAIN_IDLE_MS;
+        return min64(d, c->t_client + idle);
+    }
+    struct sy_list *n;
+    for (n = h->streams.next; n != &h->streams; n = n->next) {
+        struct sy_h2stream *s = SY_CONTAINER_OF(n, struct sy_h2stream, link);
+        if (!s->x || s->x_over) {
+            if (s->olen > s->ooff) /* our answer, waiting for the client's window */
+                d = min64(d, s->t_last + cfg->timeouts.client_body_ms);
+            continue;
+        }
+        d = min64(d, sy_exchange_deadline(s->x));
+        if (s->x->connecting)
+            continue;
+        if (waiting_body(s) || s->olen > s->ooff)
+            d = min64(d, s->t_last + cfg->timeouts.client_body_ms);
+    }
+    return d;
+}
+
+void sy_h2_timeout(struct sy_conn *c)
+{
+    struct sy_h2conn *h = c->h2;
+    const struct sy_config *cfg = cfg_of(h);
+    uint64_t now = now_ms(h);
+    if (h->lingering) {
+        sy_conn_close(c);
+        return;
+    }
+    if (h->ob && h->ooff < h->olen && now >= h->t_write + cfg->timeouts.client_body_ms) {
+        sy_conn_close(c); /* the client stopped reading the connection */
+        return;
+    }
+    if (!h->nstreams) {
+        if (!h->goaway) {
+            h->goaway = 1;
+            nghttp2_session_terminate_session(h->sess, NGHTTP2_NO_ERROR);
+        } else {
+            sy_conn_close(c);
+        }
+        return;
+    }
+    struct sy_list *n, *next;
+    for (n = h->streams.next; n != &h->streams; n = next) {
+        next = n->next;
+        struct sy_h2stream *s = SY_CONTAINER_OF(n, struct sy_h2stream, link);
+        int slow = s->olen > s->ooff && now >= s->t_last + cfg->timeouts.client_body_ms;
+        if (!s->x || s->x_over) {
+            if (slow)
+                nghttp2_submit_rst_stream(h->sess, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_CANCEL);
+            continue;
+        }
+        struct sy_exchange *x = s->x;
+        if (x->connecting) {
+            if (sy_exchange_deadline(x) <= now)
+                sy_exchange_timeout(x);
+        } else if (waiting_body(s) && now >= s->t_last + cfg->timeouts.client_body_ms) {
+            if (!x->resp_started)
+                sy_exchange_answer_error(x, 408);
+            else
+                h2_abort(x);
+        } else if (sy_exchange_deadline(x) <= now) {
+            sy_exchange_timeout(x);
+        } else if (slow) {
+            h2_abort(x); /* this stream's reader stopped */
+        }
+        if (!s->x_over)
+            stream_ready(s);
+    }
+}
+
+void sy_h2_drain(struct sy_conn *c)
+{
+    struct sy_h2conn *h = c->h2;
+    if (h->goaway)
+        return;
+    h->goaway = 1;
+    nghttp2_submit_goaway(h->sess, NGHTTP2_FLAG_NONE,
+                          nghttp2_session_get_last_proc_stream_id(h->sess), NGHTTP2_NO_ERROR,
+                          NULL, 0);
+}
+
+void sy_h2_close(struct sy_conn *c)
+{
+    struct sy_h2conn *h = c->h2;
+    while (!sy_list_empty(&h->streams))
+        stream_dead(SY_CONTAINER_OF(h->streams.next, struct sy_h2stream, link));
+    if (h->ob) {
+        sy_worker_buf_put(c->w, h->ob);
+        h->ob = NULL;
+    }
+    h->npend = 0;
+}
+
+void sy_h2_free(struct sy_conn *c)
+{
+    struct sy_h2conn *h = c->h2;
+    if (h->sess)
+        nghttp2_session_del(h->sess);
+    sy_free(h->hb);
+    sy_free(h->fields);
+    sy_free(h);
+    c->h2 = NULL;
+}
