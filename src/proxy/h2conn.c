@@ -38,6 +38,7 @@
 
 #include "core/alloc.h"
 #include "core/log.h"
+#include "http/h2.h"
 #include "proxy/conn.h"
 #include "proxy/h2conn.h"
 #include "tls/tls.h"
@@ -55,17 +56,6 @@
 /* After the session ended, how long the client's last bytes are read and dropped. */
 #define LINGER_MS 2000
 #define MAX_CONTINUATIONS 32        /* CONTINUATION frames in one header block */
-/* Fields of one request: SY_MAX_HEADERS_CAP (the exchange's array) less the ones added here. */
-#define MAX_FIELDS (SY_MAX_HEADERS_CAP - 4)
-
-struct field {
-    uint32_t no, nl, vo, vl;       /* offsets into the block buffer */
-};
-
-struct slice {
-    uint32_t o, l;
-    int set;
-};
 
 /* Incremental de-chunker for response bytes already validated by the exchange. */
 enum { DC_SIZE = 0, DC_EXT, DC_DATA, DC_DATA_END, DC_TRAILER, DC_TRAILER_LINE, DC_TRAILER_END,
@@ -76,6 +66,9 @@ struct dechunk {
     uint64_t left;
 };
 
+/* The worker's scratch array takes a translated head: its fields and the ones added. */
+_Static_assert(SY_H2_MAX_FIELDS + 4 <= SY_MAX_HEADERS_CAP, "w->hdrs too small for HTTP/2");
+
 struct sy_h2conn {
     struct sy_conn *c;
     nghttp2_session *sess;
@@ -83,12 +76,8 @@ struct sy_h2conn {
     struct sy_list ready;          /* streams whose exchange may move (.rlink) */
     uint32_t nstreams;
 
-    /* The header block being received: "namevalue" bytes and their fields. */
-    char *hb;
-    uint32_t hlen, hcap, hsize;    /* hsize: RFC 7541 size (name + value + 32 per field) */
-    struct field *fields;
-    uint32_t nfields;
-    uint32_t ncont;
+    struct sy_h2_head head;        /* the header block being received */
+    uint32_t ncont;                /* its CONTINUATION frames */
 
     /* Bytes to the client: ob[ooff, olen), then what nghttp2 gave and ob could not take. */
     char *ob;
@@ -112,11 +101,6 @@ struct sy_h2stream {
     struct sy_wsnap *ws;           /* the view the exchange runs with (a reference) */
     char *head;                    /* the request head bytes: the exchange's slices point here */
 
-    /* Checks of the header block. */
-    uint32_t error;                /* nonzero: the stream is malformed (RST_STREAM code) */
-    int status;                    /* 431/414: answered instead of forwarded */
-    struct slice method, scheme, authority, path, host;
-    uint32_t ncookies, cookie_len, nlength;
 
     /* Request payload: ib[istart, ifend) framed and offered, [ifend, iplen) raw, not yet. */
     char *ib;
@@ -599,76 +583,13 @@ static const struct sy_client_ops h2_ops = {
 
 /* ---- request heads ---- */
 
-static struct sy_str hb_str(struct sy_h2conn *h, uint32_t o, uint32_t l)
-{
-    return sy_str_make(h->hb + o, l);
-}
-
-static int name_is(const uint8_t *n, size_t nl, const char *lit)
-{
-    size_t ll = strlen(lit);
-    return nl == ll && memcmp(n, lit, ll) == 0;
-}
-
-/* RFC 9113 §8.2.1: lower-case tchars only (a colon only leads a pseudo-header). */
-static int valid_name(const uint8_t *n, size_t nl)
-{
-    if (!nl)
-        return 0;
-    for (size_t i = 0; i < nl; i++)
-        if (!sy_h1_is_tchar(n[i]) || (n[i] >= 'A' && n[i] <= 'Z'))
-            return 0;
-    return 1;
-}
-
-/* No NUL, CR or LF; no leading or trailing SP or HTAB; no other control. */
-static int valid_value(const uint8_t *v, size_t vl)
-{
-    if (vl && (v[0] == ' ' || v[0] == '\t' || v[vl - 1] == ' ' || v[vl - 1] == '\t'))
-        return 0;
-    for (size_t i = 0; i < vl; i++)
-        if ((v[i] < 0x20 && v[i] != '\t') || v[i] == 0x7f)
-            return 0;
-    return 1;
-}
-
-/* Fields that are connection-specific in HTTP/1.1 and malformed in HTTP/2 (RFC 9113 §8.2.2). */
-static int connection_specific(const uint8_t *n, size_t nl)
-{
-    return name_is(n, nl, "connection") || name_is(n, nl, "keep-alive") ||
-           name_is(n, nl, "proxy-connection") || name_is(n, nl, "transfer-encoding") ||
-           name_is(n, nl, "upgrade");
-}
-
-static void hb_append(struct sy_h2conn *h, const uint8_t *p, size_t n)
-{
-    if (h->hlen + n > h->hcap) {
-        size_t cap = h->hcap ? h->hcap : 1024;
-        while (cap < h->hlen + n)
-            cap *= 2;
-        h->hb = sy_realloc(h->hb, cap);
-        h->hcap = (uint32_t)cap;
-    }
-    memcpy(h->hb + h->hlen, p, n);
-    h->hlen += (uint32_t)n;
-}
-
-static int set_pseudo(struct sy_h2stream *s, struct slice *sl, uint32_t o, uint32_t l)
-{
-    if (sl->set)
-        return -1; /* duplicated */
-    sl->o = o;
-    sl->l = l;
-    sl->set = 1;
-    return 0;
-}
-
 static int on_begin_headers(nghttp2_session *sess, const nghttp2_frame *frame, void *ud)
 {
     struct sy_h2conn *h = ud;
     h->ncont = 0;
     if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0;
+    const struct sy_config *cfg = cfg_of(h);
     struct sy_h2stream *s = sy_calloc(1, sizeof(*s));
     s->h = h;
     s->w = h->c->w;
@@ -677,7 +598,8 @@ static int on_begin_headers(nghttp2_session *sess, const nghttp2_frame *frame, v
     sy_list_init(&s->rlink);
     sy_list_insert_tail(&h->streams, &s->link);
     h->nstreams++;
-    h->hlen = h->hsize = h->nfields = 0;
+    /* Header blocks are contiguous on the wire: one at a time per connection. */
+    sy_h2_head_reset(&h->head, cfg->http2.max_header_list_size, cfg->limits.max_headers);
     nghttp2_session_set_stream_user_data(sess, s->id, s);
     return 0;
 }
@@ -689,73 +611,11 @@ static int on_header(nghttp2_session *sess, const nghttp2_frame *frame, const ui
     struct sy_h2conn *h = ud;
     if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0; /* trailers: checked by nghttp2, not forwarded */
-    struct sy_h2stream *s = nghttp2_session_get_stream_user_data(sess, frame->hd.stream_id);
-    if (!s || s->error)
-        return 0;
-    const struct sy_config *cfg = cfg_of(h);
-    h->hsize += (uint32_t)(nl + vl + 32);
-    if (h->hsize > cfg->http2.max_header_list_size) {
-        /* Far beyond the limit: an attack on the decoder, not a request. */
-        if (h->hsize > 4 * cfg->http2.max_header_list_size + 65536) {
-            nghttp2_session_terminate_session(sess, NGHTTP2_ENHANCE_YOUR_CALM);
-            return NGHTTP2_ERR_CALLBACK_FAILURE;
-        }
-        s->status = 431;
-        return 0;
-    }
-    if (s->status)
-        return 0;
-    if (nl && name[0] == ':') {
-        if (h->nfields) { /* pseudo-headers come first */
-            s->error = NGHTTP2_PROTOCOL_ERROR;
-            return 0;
-        }
-        if (!valid_value(value, vl)) {
-            s->error = NGHTTP2_PROTOCOL_ERROR;
-            return 0;
-        }
-        uint32_t o = h->hlen;
-        hb_append(h, value, vl);
-        int r = -1;
-        if (name_is(name, nl, ":method"))
-            r = set_pseudo(s, &s->method, o, (uint32_t)vl);
-        else if (name_is(name, nl, ":scheme"))
-            r = set_pseudo(s, &s->scheme, o, (uint32_t)vl);
-        else if (name_is(name, nl, ":authority"))
-            r = set_pseudo(s, &s->authority, o, (uint32_t)vl);
-        else if (name_is(name, nl, ":path"))
-            r = set_pseudo(s, &s->path, o, (uint32_t)vl);
-        if (r < 0) /* unknown (e.g. :protocol, :status) or duplicated */
-            s->error = NGHTTP2_PROTOCOL_ERROR;
-        return 0;
-    }
-    if (!valid_name(name, nl) || !valid_value(value, vl) || connection_specific(name, nl) ||
-        (name_is(name, nl, "te") && !(vl == 8 && memcmp(value, "trailers", 8) == 0))) {
-        s->error = NGHTTP2_PROTOCOL_ERROR;
-        return 0;
-    }
-    if (h->nfields >= MAX_FIELDS || h->nfields >= cfg->limits.max_headers) {
-        s->status = 431;
-        return 0;
-    }
-    if (!h->fields)
-        h->fields = sy_malloc(MAX_FIELDS * sizeof(*h->fields));
-    struct field *f = &h->fields[h->nfields++];
-    f->no = h->hlen;
-    f->nl = (uint32_t)nl;
-    hb_append(h, name, nl);
-    f->vo = h->hlen;
-    f->vl = (uint32_t)vl;
-    hb_append(h, value, vl);
-    if (name_is(name, nl, "cookie")) {
-        s->ncookies++;
-        s->cookie_len += (uint32_t)vl;
-    } else if (name_is(name, nl, "content-length")) {
-        s->nlength++;
-    } else if (name_is(name, nl, "host")) {
-        if (s->host.set)
-            s->error = NGHTTP2_PROTOCOL_ERROR;
-        set_pseudo(s, &s->host, f->vo, f->vl);
+    if (sy_h2_head_add(&h->head, name, nl, value, vl) < 0) {
+        sy_log_warn("h2", "client %s: header block far beyond http2.max_header_list_size; "
+                    "closing the connection", h->c->peer_ip);
+        nghttp2_session_terminate_session(sess, NGHTTP2_ENHANCE_YOUR_CALM);
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
     }
     return 0;
 }
@@ -767,31 +627,6 @@ static int on_invalid_header(nghttp2_session *sess, const nghttp2_frame *frame,
 {
     (void)sess, (void)frame, (void)name, (void)nl, (void)value, (void)vl, (void)flags, (void)ud;
     return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* RST_STREAM PROTOCOL_ERROR */
-}
-
-/* :path: origin-form (or "*" for OPTIONS), visible ASCII only: it becomes the request line. */
-static int valid_path(struct sy_str path, struct sy_str method)
-{
-    if (!path.len)
-        return 0;
-    if (path.len == 1 && path.p[0] == '*')
-        return sy_str_eq(method, SY_STR_LIT("OPTIONS"));
-    if (path.p[0] != '/')
-        return 0;
-    for (size_t i = 0; i < path.len; i++)
-        if ((unsigned char)path.p[i] < 0x21 || (unsigned char)path.p[i] > 0x7e)
-            return 0;
-    return 1;
-}
-
-static int valid_method(struct sy_str m)
-{
-    if (!m.len)
-        return 0;
-    for (size_t i = 0; i < m.len; i++)
-        if (!sy_h1_is_tchar((unsigned char)m.p[i]))
-            return 0;
-    return 1;
 }
 
 static void reset_stream(struct sy_h2stream *s, uint32_t code)
@@ -817,103 +652,29 @@ static struct sy_exchange *stream_exchange(struct sy_h2stream *s)
     return x;
 }
 
-/*
- * The request head is complete: checks what belongs to the whole head, then
- * builds the HTTP/1.1 form (headers in the worker's scratch array, bytes in
- * s->head) and starts the exchange.
- */
+/* The request head is complete: refused, answered, or started as an exchange. */
 static void stream_start(struct sy_h2stream *s, int end_stream)
 {
     struct sy_h2conn *h = s->h;
-    struct sy_worker *w = s->w;
+    struct sy_h1_request req = {0};
+    int chunked = 0;
+    size_t head_len = h->head.len;
     s->in_eof = end_stream;
-    struct sy_str method = hb_str(h, s->method.o, s->method.l);
-    struct sy_str path = hb_str(h, s->path.o, s->path.l);
-    struct sy_str authority = hb_str(h, s->authority.o, s->authority.l);
-    struct sy_str host = hb_str(h, s->host.o, s->host.l);
-    if (!s->error && !s->status) {
-        if (!s->method.set || !s->scheme.set || !s->path.set || !valid_method(method) ||
-            !s->scheme.l)
-            s->error = NGHTTP2_PROTOCOL_ERROR;
-        else if (!valid_path(path, method))
-            s->error = NGHTTP2_PROTOCOL_ERROR;
-        else if (s->authority.set && s->host.set && !sy_str_eq(authority, host))
-            s->error = NGHTTP2_PROTOCOL_ERROR;
-        else if (s->nlength > 1)
-            s->error = NGHTTP2_PROTOCOL_ERROR;
-    }
-    if (s->error) {
-        sy_log_debug("h2", "stream %d: malformed request, reset", (int)s->id);
-        reset_stream(s, s->error);
+    int r = sy_h2_head_finish(&h->head, end_stream, cfg_of(h)->limits.max_uri, &req, s->w->hdrs,
+                              &s->head, &chunked);
+    if (r < 0) {
+        sy_log_debug("h2", "client %s stream %d: malformed request, reset", h->c->peer_ip,
+                     (int)s->id);
+        reset_stream(s, NGHTTP2_PROTOCOL_ERROR);
         return;
     }
     struct sy_exchange *x = stream_exchange(s);
-    if (s->status) {
-        sy_exchange_reject(x, s->status, h->hlen);
+    if (r > 0) {
+        sy_exchange_reject(x, r, head_len);
         return;
     }
-    if (path.len > cfg_of(h)->limits.max_uri) {
-        sy_exchange_reject(x, 414, h->hlen);
-        return;
-    }
-
-    /* The joined cookie goes after the collected bytes; then the block becomes the head. */
-    uint32_t cookie_o = h->hlen;
-    if (s->ncookies > 1) {
-        for (uint32_t i = 0, k = 0; i < h->nfields; i++) {
-            struct field *f = &h->fields[i];
-            if (!(f->nl == 6 && memcmp(h->hb + f->no, "cookie", 6) == 0))
-                continue;
-            if (k++)
-                hb_append(h, (const uint8_t *)"; ", 2);
-            hb_append(h, (const uint8_t *)h->hb + f->vo, f->vl);
-        }
-    }
-    uint32_t cookie_l = h->hlen - cookie_o;
-    size_t head_len = h->hlen;
-    s->head = h->hb;
-    h->hb = NULL;
-    h->hlen = h->hcap = 0;
-
-    struct sy_h1_header *hv = w->hdrs;
-    size_t n = 0;
-    if (s->authority.set)
-        hv[n++] = (struct sy_h1_header){SY_STR_LIT("host"),
-                                        sy_str_make(s->head + s->authority.o, s->authority.l)};
-    int cookie_done = 0;
-    for (uint32_t i = 0; i < h->nfields; i++) {
-        struct field *f = &h->fields[i];
-        struct sy_str name = sy_str_make(s->head + f->no, f->nl);
-        struct sy_str value = sy_str_make(s->head + f->vo, f->vl);
-        if (s->authority.set && sy_str_eq(name, SY_STR_LIT("host")))
-            continue; /* the same value as :authority, already there */
-        if (s->ncookies > 1 && sy_str_eq(name, SY_STR_LIT("cookie"))) {
-            if (cookie_done++)
-                continue;
-            value = sy_str_make(s->head + cookie_o, cookie_l);
-        }
-        hv[n++] = (struct sy_h1_header){name, value};
-    }
-    if (!end_stream && !s->nlength) {
-        /* A body of unknown length: chunked towards the upstream, framed by in_peek(). */
-        hv[n++] = (struct sy_h1_header){SY_STR_LIT("transfer-encoding"), SY_STR_LIT("chunked")};
-        s->chunked = 1;
-    }
-    x->req.method = sy_str_make(s->head + s->method.o, s->method.l);
-    x->req.target = sy_str_make(s->head + s->path.o, s->path.l);
-    x->req.minor_version = 1;
-    x->req.headers = hv;
-    x->req.num_headers = n;
-    if (end_stream && s->nlength) {
-        /* A content-length with no DATA to come must say 0 (RFC 9113 §8.1.1). */
-        const struct sy_h1_header *cl = sy_h1_find(hv, n, SY_STR_LIT("content-length"));
-        if (!(cl->value.len == 1 && cl->value.p[0] == '0')) {
-            sy_exchange_put(x);
-            s->x = NULL;
-            reset_stream(s, NGHTTP2_PROTOCOL_ERROR);
-            return;
-        }
-    }
+    s->chunked = chunked;
+    x->req = req;
     if (sy_exchange_start(x, head_len) != SY_P_CLOSED && !s->x_over)
         stream_ready(s);
 }
@@ -1368,8 +1129,7 @@ void sy_h2_free(struct sy_conn *c)
     struct sy_h2conn *h = c->h2;
     if (h->sess)
         nghttp2_session_del(h->sess);
-    sy_free(h->hb);
-    sy_free(h->fields);
+    sy_h2_head_free(&h->head);
     sy_free(h);
     c->h2 = NULL;
 }

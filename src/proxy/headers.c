@@ -196,8 +196,11 @@ const char *sy_status_reason(int status)
     }
 }
 
-void sy_response_fields(const struct sy_exchange *x, const struct sy_h1_response *resp,
-                        void (*emit)(void *arg, struct sy_str name, struct sy_str value), void *arg)
+/* Inlined into each caller, so HTTP/1.1's emit becomes a direct call. */
+static inline void response_fields(const struct sy_exchange *x, const struct sy_h1_response *resp,
+                                   void (*emit)(void *arg, struct sy_str name,
+                                                struct sy_str value),
+                                   void *arg)
 {
     const struct sy_config *cfg = x->ws->snap->cfg;
     const struct sy_site_conf *site = x->route.site;
@@ -241,6 +244,12 @@ void sy_response_fields(const struct sy_exchange *x, const struct sy_h1_response
     }
 }
 
+void sy_response_fields(const struct sy_exchange *x, const struct sy_h1_response *resp,
+                        void (*emit)(void *arg, struct sy_str name, struct sy_str value), void *arg)
+{
+    response_fields(x, resp, emit, arg);
+}
+
 static void emit_h1(void *arg, struct sy_str name, struct sy_str value)
 {
     put_header(arg, name, value);
@@ -259,7 +268,7 @@ size_t sy_build_response_head(struct sy_conn *c, const struct sy_h1_response *re
     put(&b, line, 13);
     putstr(&b, resp->reason);
     put(&b, "\r\n", 2);
-    sy_response_fields(c->x, resp, emit_h1, &b);
+    response_fields(c->x, resp, emit_h1, &b);
     if (!upgrade && resp->status >= 200) {
         if (c->resp_chunked_out)
             puts_(&b, "Transfer-Encoding: chunked\r\n");

@@ -30,6 +30,8 @@
 #include "proxy/conn.h"
 #include "route/route.h"
 
+#include "fuzz_util.h"
+
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -58,23 +60,10 @@ static const char yaml[] =
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    char *err = NULL;
-
-    cfg = sy_config_load_string("fuzz", yaml, sizeof(yaml) - 1, &err);
-    if (!cfg)
-        abort();
+    cfg = fuzz_config(yaml, sizeof(yaml) - 1);
     snap.cfg = cfg;
     wsnap.snap = &snap;
     return 0;
-}
-
-static int count_headers(const struct sy_h1_header *h, size_t n, const char *name)
-{
-    int k = 0;
-    for (size_t i = 0; i < n; i++)
-        if (sy_str_caseeq_cstr(h[i].name, name))
-            k++;
-    return k;
 }
 
 static void check_upstream_head(struct sy_conn *c, const char *out, size_t len)
@@ -97,8 +86,8 @@ static void check_upstream_head(struct sy_conn *c, const char *out, size_t len)
     if ((c->x->rf.host == NULL) != (f.host == NULL) ||
         (f.host && !sy_str_eq(f.host->value, c->x->rf.host->value)))
         abort();
-    if (count_headers(h, r.num_headers, "x-forwarded-for") != 1 ||
-        count_headers(h, r.num_headers, "x-forwarded-proto") != 1)
+    if (fuzz_count_headers(h, r.num_headers, "x-forwarded-for") != 1 ||
+        fuzz_count_headers(h, r.num_headers, "x-forwarded-proto") != 1)
         abort();
 }
 
@@ -174,6 +163,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memset(&exch, 0, sizeof(exch));
     c->x = &exch;
     c->ws = &wsnap;
+    c->x->ws = c->ws; /* as x_get() does */
     c->https = flags & 1;
     memcpy(c->peer_ip, "192.0.2.1", 10);
     c->x->peer_ip = c->peer_ip;

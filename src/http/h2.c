@@ -1,0 +1,277 @@
+/*
+ * h2.c: HTTP/2 request heads into the HTTP/1.1 request form (see h2.h).
+ */
+#include <string.h>
+
+#include "core/alloc.h"
+#include "http/h2.h"
+
+#define FIELD_OVERHEAD 32          /* RFC 7541 §4.1 */
+
+void sy_h2_head_reset(struct sy_h2_head *h, uint32_t max_size, uint32_t max_fields)
+{
+    char *buf = h->buf;
+    uint32_t cap = h->cap;
+    struct sy_h2_field *fields = h->fields;
+    memset(h, 0, sizeof(*h));
+    h->buf = buf;
+    h->cap = cap;
+    h->fields = fields;
+    h->max_size = max_size;
+    h->max_fields = max_fields < SY_H2_MAX_FIELDS ? max_fields : SY_H2_MAX_FIELDS;
+}
+
+void sy_h2_head_free(struct sy_h2_head *h)
+{
+    sy_free(h->buf);
+    sy_free(h->fields);
+    h->buf = NULL;
+    h->fields = NULL;
+    h->cap = h->len = 0;
+}
+
+static int name_is(const uint8_t *n, size_t nl, const char *lit)
+{
+    size_t ll = strlen(lit);
+    return nl == ll && memcmp(n, lit, ll) == 0;
+}
+
+/* RFC 9113 §8.2.1: lower-case tchars only. */
+static int valid_name(const uint8_t *n, size_t nl)
+{
+    if (!nl)
+        return 0;
+    for (size_t i = 0; i < nl; i++)
+        if (!sy_h1_is_tchar(n[i]) || (n[i] >= 'A' && n[i] <= 'Z'))
+            return 0;
+    return 1;
+}
+
+/* No NUL, CR, LF or other control but HTAB; no leading or trailing SP or HTAB. */
+static int valid_value(const uint8_t *v, size_t vl)
+{
+    if (vl && (v[0] == ' ' || v[0] == '\t' || v[vl - 1] == ' ' || v[vl - 1] == '\t'))
+        return 0;
+    for (size_t i = 0; i < vl; i++)
+        if ((v[i] < 0x20 && v[i] != '\t') || v[i] == 0x7f)
+            return 0;
+    return 1;
+}
+
+/* RFC 9113 §8.2.2. */
+static int connection_specific(const uint8_t *n, size_t nl, const uint8_t *v, size_t vl)
+{
+    if (name_is(n, nl, "te"))
+        return !(vl == 8 && memcmp(v, "trailers", 8) == 0);
+    return name_is(n, nl, "connection") || name_is(n, nl, "keep-alive") ||
+           name_is(n, nl, "proxy-connection") || name_is(n, nl, "transfer-encoding") ||
+           name_is(n, nl, "upgrade");
+}
+
+/* Room for n more bytes; h->buf may move (allocated even for n == 0: slices point here). */
+static void reserve(struct sy_h2_head *h, size_t n)
+{
+    if (!h->buf || h->len + n > h->cap) {
+        size_t cap = h->cap ? h->cap : 1024;
+        while (cap < h->len + n)
+            cap *= 2;
+        h->buf = sy_realloc(h->buf, cap);
+        h->cap = (uint32_t)cap;
+    }
+}
+
+/* p must not point into h->buf (it may move). */
+static struct sy_h2_slice append(struct sy_h2_head *h, const void *p, size_t n)
+{
+    reserve(h, n);
+    memcpy(h->buf + h->len, p, n);
+    struct sy_h2_slice s = {h->len, (uint32_t)n, 1};
+    h->len += (uint32_t)n;
+    return s;
+}
+
+static void set_pseudo(struct sy_h2_head *h, struct sy_h2_slice *dst, const uint8_t *v,
+                       size_t vl)
+{
+    if (dst->set) {
+        h->malformed = 1; /* repeated */
+        return;
+    }
+    *dst = append(h, v, vl);
+}
+
+int sy_h2_head_add(struct sy_h2_head *h, const uint8_t *name, size_t nl, const uint8_t *value,
+                   size_t vl)
+{
+    uint64_t size = (uint64_t)h->size + nl + vl + FIELD_OVERHEAD;
+    h->size = size > UINT32_MAX ? UINT32_MAX : (uint32_t)size;
+    if (h->size > h->max_size) {
+        h->status = 431;
+        return (uint64_t)h->size > 4 * (uint64_t)h->max_size + 65536 ? -1 : 0;
+    }
+    if (h->malformed || h->status)
+        return 0;
+    if (!valid_value(value, vl)) {
+        h->malformed = 1;
+        return 0;
+    }
+    if (nl && name[0] == ':') {
+        if (h->nfields) { /* pseudo-headers come first */
+            h->malformed = 1;
+            return 0;
+        }
+        if (name_is(name, nl, ":method"))
+            set_pseudo(h, &h->method, value, vl);
+        else if (name_is(name, nl, ":scheme"))
+            set_pseudo(h, &h->scheme, value, vl);
+        else if (name_is(name, nl, ":authority"))
+            set_pseudo(h, &h->authority, value, vl);
+        else if (name_is(name, nl, ":path"))
+            set_pseudo(h, &h->path, value, vl);
+        else
+            h->malformed = 1; /* :protocol (no extended CONNECT), :status, unknown */
+        return 0;
+    }
+    if (!valid_name(name, nl) || connection_specific(name, nl, value, vl)) {
+        h->malformed = 1;
+        return 0;
+    }
+    if (h->nfields >= h->max_fields) {
+        h->status = 431;
+        return 0;
+    }
+    if (!h->fields)
+        h->fields = sy_malloc(SY_H2_MAX_FIELDS * sizeof(*h->fields));
+    struct sy_h2_field *f = &h->fields[h->nfields++];
+    f->name = append(h, name, nl);
+    f->value = append(h, value, vl);
+    if (name_is(name, nl, "cookie")) {
+        h->ncookies++;
+    } else if (name_is(name, nl, "content-length")) {
+        h->nlength++;
+    } else if (name_is(name, nl, "host")) {
+        if (h->host.set)
+            h->malformed = 1;
+        h->host = f->value;
+    }
+    return 0;
+}
+
+static struct sy_str str_of(const struct sy_h2_head *h, struct sy_h2_slice s)
+{
+    return sy_str_make(h->buf + s.o, s.l);
+}
+
+/* :path: origin-form (or "*" for OPTIONS), visible ASCII only: it becomes the request line. */
+static int valid_path(struct sy_str path, struct sy_str method)
+{
+    if (!path.len)
+        return 0;
+    if (path.len == 1 && path.p[0] == '*')
+        return sy_str_eq(method, SY_STR_LIT("OPTIONS"));
+    if (path.p[0] != '/')
+        return 0;
+    for (size_t i = 0; i < path.len; i++)
+        if ((unsigned char)path.p[i] < 0x21 || (unsigned char)path.p[i] > 0x7e)
+            return 0;
+    return 1;
+}
+
+static int valid_method(struct sy_str m)
+{
+    if (!m.len || sy_str_eq(m, SY_STR_LIT("CONNECT")))
+        return 0;
+    for (size_t i = 0; i < m.len; i++)
+        if (!sy_h1_is_tchar((unsigned char)m.p[i]))
+            return 0;
+    return 1;
+}
+
+static int checked(struct sy_h2_head *h, int end_stream)
+{
+    if (h->malformed)
+        return -1;
+    if (h->status)
+        return h->status;
+    if (!h->method.set || !h->scheme.set || !h->path.set || !h->scheme.l)
+        return -1;
+    struct sy_str method = str_of(h, h->method);
+    if (!valid_method(method) || !valid_path(str_of(h, h->path), method))
+        return -1;
+    if (h->authority.set && h->host.set &&
+        !sy_str_eq(str_of(h, h->authority), str_of(h, h->host)))
+        return -1;
+    if (h->nlength > 1)
+        return -1;
+    if (end_stream && h->nlength) {
+        /* No DATA to come: a content-length must say 0 (RFC 9113 §8.1.1). */
+        for (uint32_t i = 0; i < h->nfields; i++) {
+            struct sy_str n = str_of(h, h->fields[i].name);
+            struct sy_str v = str_of(h, h->fields[i].value);
+            if (sy_str_eq(n, SY_STR_LIT("content-length")) && !sy_str_eq(v, SY_STR_LIT("0")))
+                return -1;
+        }
+    }
+    return 0;
+}
+
+int sy_h2_head_finish(struct sy_h2_head *h, int end_stream, size_t max_uri,
+                      struct sy_h1_request *req, struct sy_h1_header *hv, char **head,
+                      int *chunked)
+{
+    int r = checked(h, end_stream);
+    if (r)
+        return r;
+    if (h->path.l > max_uri)
+        return 414;
+
+    /* The joined cookie goes after the collected bytes. */
+    struct sy_h2_slice cookie = {h->len, 0, 1};
+    if (h->ncookies > 1) {
+        size_t total = 0;
+        for (uint32_t i = 0; i < h->nfields; i++)
+            total += h->fields[i].value.l + 2;
+        reserve(h, total); /* once: the values are copied from h->buf itself */
+        int k = 0;
+        for (uint32_t i = 0; i < h->nfields; i++) {
+            struct sy_h2_field *f = &h->fields[i];
+            if (!sy_str_eq(str_of(h, f->name), SY_STR_LIT("cookie")))
+                continue;
+            if (k++) {
+                memcpy(h->buf + h->len, "; ", 2);
+                h->len += 2;
+            }
+            memcpy(h->buf + h->len, h->buf + f->value.o, f->value.l);
+            h->len += f->value.l;
+        }
+        cookie.l = h->len - cookie.o;
+    }
+    size_t n = 0;
+    if (h->authority.set)
+        hv[n++] = (struct sy_h1_header){SY_STR_LIT("host"), str_of(h, h->authority)};
+    int cookie_done = 0;
+    for (uint32_t i = 0; i < h->nfields; i++) {
+        struct sy_str name = str_of(h, h->fields[i].name);
+        struct sy_str value = str_of(h, h->fields[i].value);
+        if (h->authority.set && sy_str_eq(name, SY_STR_LIT("host")))
+            continue; /* the same value as :authority, already there */
+        if (h->ncookies > 1 && sy_str_eq(name, SY_STR_LIT("cookie"))) {
+            if (cookie_done++)
+                continue;
+            value = str_of(h, cookie);
+        }
+        hv[n++] = (struct sy_h1_header){name, value};
+    }
+    *chunked = !end_stream && !h->nlength;
+    if (*chunked)
+        hv[n++] = (struct sy_h1_header){SY_STR_LIT("transfer-encoding"), SY_STR_LIT("chunked")};
+    req->method = str_of(h, h->method);
+    req->target = str_of(h, h->path);
+    req->minor_version = 1;
+    req->headers = hv;
+    req->num_headers = n;
+    *head = h->buf;
+    h->buf = NULL;
+    h->cap = h->len = 0;
+    return 0;
+}

@@ -1,0 +1,145 @@
+/*
+ * fuzz_h2_request.c: the h2-to-h1 edge on arbitrary header fields: an HTTP/2
+ * request head (as HPACK would decode it) is checked and translated
+ * (sy_h2_head_*), framed as the exchange does, and the head sent upstream is
+ * built and parsed again. It must agree with what the gateway decided (a
+ * differential check against request smuggling through HTTP/2): it parses
+ * completely as one HTTP/1.1 head, with the same method and target, exactly
+ * one Host equal to :authority (or host), the same body framing (chunked
+ * exactly when the stream has a body without content-length), and no field
+ * the client did not send but the gateway's own.
+ *
+ * Input: byte 0 holds flags (bit 0: END_STREAM with the head); then fields,
+ * each as [name length][name][value length][value] (lengths one byte).
+ *
+ * fuzz-dict: h2.dict
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config/config.h"
+#include "core/alloc.h"
+#include "http/h1.h"
+#include "http/h2.h"
+#include "proxy/conn.h"
+
+#include "fuzz_util.h"
+
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static struct sy_config *cfg;
+static struct sy_snapshot snap;
+static struct sy_wsnap wsnap;
+static struct sy_exchange exch;
+
+static const char yaml[] =
+    "listen: {https: \":443\"}\n"
+    "upstreams:\n"
+    "  v1: {servers: [v1.local:80]}\n"
+    "sites:\n"
+    "  - hosts: [\"*\"]\n"
+    "    upstream: v1\n"
+    "tls: {certificates: [{cert: /dev/null, key: /dev/null}]}\n";
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    cfg = fuzz_config(yaml, sizeof(yaml) - 1);
+    snap.cfg = cfg;
+    wsnap.snap = &snap;
+    return 0;
+}
+
+static void check_upstream_head(struct sy_exchange *x, size_t fields_in, int chunked,
+                                const char *out, size_t len)
+{
+    static struct sy_h1_header h[SY_MAX_HEADERS_CAP + 16];
+    struct sy_h1_request r = {.headers = h};
+    struct sy_h1_limits lim = {.max_head = len, .max_headers = SY_MAX_HEADERS_CAP + 16,
+                               .max_uri = len};
+    struct sy_h1_framing f;
+    int status = 0;
+
+    if (sy_h1_parse_request(out, len, &r, &lim, &status) != (int)len)
+        abort(); /* not one complete head: bytes of the client's became syntax */
+    if (!sy_str_eq(r.method, x->req.method) || !sy_str_eq(r.target, x->req.target))
+        abort();
+    if (sy_h1_request_framing(&r, &f, &status) != 0)
+        abort();
+    if (f.body != x->rf.body || (f.body == SY_H1_BODY_LENGTH && f.length != x->rf.length))
+        abort(); /* body framing changed on the way */
+    if ((f.body == SY_H1_BODY_CHUNKED) != chunked)
+        abort();
+    if (fuzz_count_headers(h, r.num_headers, "host") != 1 || !x->rf.host ||
+        !sy_str_eq(f.host->value, x->rf.host->value))
+        abort();
+    /* Each field the client sent is one line at most; the gateway adds X-Forwarded-For,
+     * -Proto, -Host, X-Request-Id and Transfer-Encoding (chunked). */
+    if (r.num_headers > fields_in + 5)
+        abort();
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static struct sy_h1_header hv[SY_MAX_HEADERS_CAP];
+    static char up[4 * SY_BUF_SIZE];
+    static struct sy_h2_head head;
+
+    if (size < 1)
+        return 0;
+    int end_stream = data[0] & 1;
+    sy_h2_head_reset(&head, 16384, 100);
+    size_t pos = 1, nfields = 0;
+    while (pos < size) {
+        size_t nl = data[pos++];
+        if (pos + nl >= size)
+            break;
+        /* exact-size copies so that any over-read hits the ASan redzone */
+        uint8_t *name = sy_malloc(nl ? nl : 1);
+        memcpy(name, data + pos, nl);
+        pos += nl;
+        size_t vl = data[pos++];
+        if (pos + vl > size)
+            vl = size - pos;
+        uint8_t *value = sy_malloc(vl ? vl : 1);
+        memcpy(value, data + pos, vl);
+        pos += vl;
+        int r = sy_h2_head_add(&head, name, nl, value, vl);
+        sy_free(name);
+        sy_free(value);
+        nfields++;
+        if (r < 0)
+            return 0;
+    }
+
+    struct sy_exchange *x = &exch;
+    struct sy_h1_request req;
+    char *bytes = NULL;
+    int chunked = 0;
+    int r = sy_h2_head_finish(&head, end_stream, 8192, &req, hv, &bytes, &chunked);
+    if (r != 0) {
+        if (r > 0 && r != 414 && r != 431)
+            abort();
+        return 0;
+    }
+    memset(x, 0, sizeof(*x));
+    x->ws = &wsnap;
+    x->peer_ip = "192.0.2.1";
+    x->https = 1;
+    x->h2 = 1;
+    memcpy(x->reqid, "0123456789abcdef", 17);
+    x->req = req;
+    int status = 0;
+    if (sy_h1_request_framing(&x->req, &x->rf, &status) == 0) {
+        x->req.target = x->rf.target;
+        if (x->rf.upgrade)
+            abort(); /* upgrade and connection are refused on HTTP/2 */
+        size_t n = sy_build_upstream_head(x, up, sizeof(up));
+        if (n > 0)
+            check_upstream_head(x, nfields, chunked, up, n);
+    }
+    sy_free(bytes);
+    return 0;
+}

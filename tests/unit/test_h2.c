@@ -1,0 +1,133 @@
+/*
+ * test_h2.c: HTTP/2 request heads checked and translated into the HTTP/1.1 form.
+ */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "http/h2.h"
+
+struct fld {
+    const char *n, *v;
+};
+
+static struct sy_h1_header hv[SY_H2_MAX_FIELDS + 4];
+
+/* Feeds the fields (a NULL name ends them) and finishes: the result of sy_h2_head_finish. */
+static int run(const struct fld *f, int end_stream, struct sy_h1_request *req, char **bytes,
+               int *chunked)
+{
+    static struct sy_h2_head h;
+    sy_h2_head_reset(&h, 16384, 100);
+    for (; f->n; f++)
+        cr_assert_eq(sy_h2_head_add(&h, (const uint8_t *)f->n, strlen(f->n),
+                                    (const uint8_t *)f->v, strlen(f->v)), 0);
+    return sy_h2_head_finish(&h, end_stream, 64, req, hv, bytes, chunked);
+}
+
+static int status_of(const struct fld *f, int end_stream)
+{
+    struct sy_h1_request req;
+    char *bytes = NULL;
+    int chunked;
+    int r = run(f, end_stream, &req, &bytes, &chunked);
+    sy_free(bytes);
+    return r;
+}
+
+#define BASE {":method", "GET"}, {":scheme", "https"}, {":path", "/p?q=1"}, \
+             {":authority", "a.test"}
+
+Test(h2, translates_to_the_h1_form)
+{
+    const struct fld f[] = {BASE, {"cookie", "a=1"}, {"accept", "*/*"},
+                            {"cookie", "postfacto_version=4.1.0"}, {"host", "a.test"}, {NULL, NULL}};
+    struct sy_h1_request req;
+    char *bytes = NULL;
+    int chunked = -1;
+    cr_assert_eq(run(f, 0, &req, &bytes, &chunked), 0);
+    cr_assert(sy_str_eq(req.method, SY_STR_LIT("GET")));
+    cr_assert(sy_str_eq(req.target, SY_STR_LIT("/p?q=1")));
+    cr_assert_eq(req.minor_version, 1);
+    cr_assert_eq(chunked, 1);
+    cr_assert_eq(req.num_headers, 4);
+    cr_assert(sy_str_eq(hv[0].name, SY_STR_LIT("host")) && sy_str_eq(hv[0].value, SY_STR_LIT("a.test")));
+    cr_assert(sy_str_eq(hv[1].name, SY_STR_LIT("cookie")));
+    cr_assert(sy_str_eq(hv[1].value, SY_STR_LIT("a=1; postfacto_version=4.1.0")));
+    cr_assert(sy_str_eq(hv[2].name, SY_STR_LIT("accept")));
+    cr_assert(sy_str_eq(hv[3].name, SY_STR_LIT("transfer-encoding")) &&
+              sy_str_eq(hv[3].value, SY_STR_LIT("chunked")));
+    sy_free(bytes);
+
+    const struct fld g[] = {BASE, {"content-length", "3"}, {NULL, NULL}};
+    cr_assert_eq(run(g, 0, &req, &bytes, &chunked), 0);
+    cr_assert_eq(chunked, 0);
+    cr_assert_eq(req.num_headers, 2);
+    sy_free(bytes);
+    const struct fld e[] = {BASE, {NULL, NULL}};
+    cr_assert_eq(run(e, 1, &req, &bytes, &chunked), 0);
+    cr_assert_eq(chunked, 0);
+    cr_assert_eq(req.num_headers, 1);
+    sy_free(bytes);
+}
+
+Test(h2, refuses_malformed_heads)
+{
+    const struct fld bad[][8] = {
+        {BASE, {"connection", "close"}, {NULL, NULL}},
+        {BASE, {"te", "gzip"}, {NULL, NULL}},
+        {BASE, {"X-Up", "1"}, {NULL, NULL}},
+        {BASE, {"x-a", "1\r\nx-b: 2"}, {NULL, NULL}},
+        {BASE, {"x-a", " 1"}, {NULL, NULL}},
+        {BASE, {":path", "/again"}, {NULL, NULL}},
+        {BASE, {":protocol", "websocket"}, {NULL, NULL}},
+        {{":method", "GET"}, {"x-a", "1"}, {":scheme", "https"}, {":path", "/"}, {NULL, NULL}},
+        {{":method", "GET"}, {":scheme", "https"}, {":path", "http://a/"}, {NULL, NULL}},
+        {{":method", "GET"}, {":scheme", "https"}, {":path", "*"}, {NULL, NULL}},
+        {{":method", "GET"}, {":scheme", "https"}, {":path", "/a b"}, {NULL, NULL}},
+        {{":method", "CONNECT"}, {":scheme", "https"}, {":path", "/"}, {NULL, NULL}},
+        {{":method", "GET"}, {":path", "/"}, {NULL, NULL}},
+        {BASE, {"host", "b.test"}, {NULL, NULL}},
+        {BASE, {"content-length", "1"}, {"content-length", "1"}, {NULL, NULL}},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        cr_assert_eq(status_of(bad[i], 0), -1, "case %zu", i);
+    const struct fld cl[] = {BASE, {"content-length", "4"}, {NULL, NULL}};
+    cr_assert_eq(status_of(cl, 1), -1);
+    const struct fld cl0[] = {BASE, {"content-length", "0"}, {NULL, NULL}};
+    cr_assert_eq(status_of(cl0, 1), 0);
+    const struct fld te[] = {BASE, {"te", "trailers"}, {NULL, NULL}};
+    cr_assert_eq(status_of(te, 1), 0);
+    const struct fld star[] = {{":method", "OPTIONS"}, {":scheme", "https"}, {":path", "*"},
+                               {NULL, NULL}};
+    cr_assert_eq(status_of(star, 1), 0);
+}
+
+Test(h2, limits)
+{
+    const struct fld long_path[] = {{":method", "GET"}, {":scheme", "https"},
+        {":path", "/0123456789012345678901234567890123456789012345678901234567890123456789"},
+        {NULL, NULL}};
+    cr_assert_eq(status_of(long_path, 1), 414);
+
+    static struct sy_h2_head h;
+    sy_h2_head_reset(&h, 1024, 100);
+    char v[200];
+    memset(v, 'v', sizeof(v));
+    int r = 0;
+    for (int i = 0; i < 8 && r == 0; i++)
+        r = sy_h2_head_add(&h, (const uint8_t *)"x-a", 3, (const uint8_t *)v, sizeof(v));
+    cr_assert_eq(r, 0);
+    cr_assert_eq(h.status, 431);
+    /* far beyond: the connection should end */
+    for (int i = 0; i < 1000 && r == 0; i++)
+        r = sy_h2_head_add(&h, (const uint8_t *)"x-a", 3, (const uint8_t *)v, sizeof(v));
+    cr_assert_eq(r, -1);
+    sy_h2_head_free(&h);
+
+    sy_h2_head_reset(&h, 16384, 2);
+    for (int i = 0; i < 3; i++)
+        sy_h2_head_add(&h, (const uint8_t *)"x-a", 3, (const uint8_t *)"1", 1);
+    cr_assert_eq(h.status, 431);
+    sy_h2_head_free(&h);
+}
