@@ -125,9 +125,10 @@ static inline uint64_t now_ms(struct sy_h2conn *h)
     return sy_loop_now(h->c->w->loop);
 }
 
+/* The worker's current configuration: a reload applies to the next stream and timer. */
 static inline const struct sy_config *cfg_of(struct sy_h2conn *h)
 {
-    return h->c->ws->snap->cfg;
+    return sy_wsnap_get(h->c->w)->snap->cfg;
 }
 
 static void stream_ready(struct sy_h2stream *s)
@@ -508,6 +509,8 @@ static int h2_respond(struct sy_exchange *x, int status, const char *extra, cons
     char st[4] = {(char)('0' + status / 100 % 10), (char)('0' + status / 10 % 10),
                   (char)('0' + status % 10), 0};
     size_t blen = strlen(body);
+    if (blen > SY_BUF_SIZE)
+        blen = SY_BUF_SIZE; /* the gateway's answers are a line or two */
     char clen[24];
     snprintf(clen, sizeof(clen), "%zu", blen);
     size_t cap = (extra ? strlen(extra) : 0) + 128;
@@ -518,8 +521,6 @@ static int h2_respond(struct sy_exchange *x, int status, const char *extra, cons
     extra_fields(extra, &l);
     ob_ensure(s);
     s->ooff = s->olen = 0;
-    if (blen > SY_BUF_SIZE)
-        blen = SY_BUF_SIZE;
     memcpy(s->ob, body, blen);
     s->olen = (uint32_t)blen;
     s->out_eof = 1;
@@ -1036,6 +1037,10 @@ uint64_t sy_h2_deadline(struct sy_conn *c)
     struct sy_list *n;
     for (n = h->streams.next; n != &h->streams; n = n->next) {
         struct sy_h2stream *s = SY_CONTAINER_OF(n, struct sy_h2stream, link);
+        if (!s->x && !s->x_over) { /* its header block is not complete yet */
+            d = min64(d, s->t_last + cfg->timeouts.client_header_ms);
+            continue;
+        }
         if (!s->x || s->x_over) {
             if (s->olen > s->ooff) /* our answer, waiting for the client's window */
                 d = min64(d, s->t_last + cfg->timeouts.client_body_ms);
@@ -1076,6 +1081,14 @@ void sy_h2_timeout(struct sy_conn *c)
     for (n = h->streams.next; n != &h->streams; n = next) {
         next = n->next;
         struct sy_h2stream *s = SY_CONTAINER_OF(n, struct sy_h2stream, link);
+        if (!s->x && !s->x_over) {
+            if (now >= s->t_last + cfg->timeouts.client_header_ms) {
+                /* A header block left unfinished holds the whole connection. */
+                nghttp2_session_terminate_session(h->sess, NGHTTP2_PROTOCOL_ERROR);
+                return;
+            }
+            continue;
+        }
         int slow = s->olen > s->ooff && now >= s->t_last + cfg->timeouts.client_body_ms;
         if (!s->x || s->x_over) {
             if (slow)

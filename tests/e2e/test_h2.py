@@ -199,6 +199,19 @@ def test_request_bodies(start_h2, tmp_path, mode):
     assert log[-1]["bytes_in"] >= len(data)
 
 
+def test_expect_100_continue(start_h2):
+    gw = start_h2()
+    data = pattern_bytes(200000, seed=5)
+    cmd = ["curl", "-s", "-v", "--http2", "--cacert", gw.pki["ca"].cert, "--resolve",
+           "a.test:%d:127.0.0.1" % gw.port, "-H", "Expect: 100-continue", "--data-binary", "@-",
+           gw.url("/sink")]
+    out = subprocess.run(cmd, input=data, capture_output=True, timeout=60)
+    assert b"HTTP/2 100" in out.stderr, out.stderr[-2000:]
+    rec = json.loads(out.stdout)
+    assert rec["body_len"] == len(data)
+    assert "expect" not in {k.lower() for k, _ in rec["headers"]}
+
+
 def test_echo_small_bodies_and_chunked_answers(start_h2):
     gw = start_h2()
     c = gw.client()
@@ -395,6 +408,8 @@ def test_large_download_to_a_slow_reader_keeps_memory_flat(start_h2):
     assert seen == size
     assert digest.hexdigest() == hashlib.sha256(pattern_bytes(size)).hexdigest()
     growth = peak - base_rss
+    print("h2 download of %d MiB to a slow reader: RSS %d KiB, peak growth %d KiB" % (
+        size >> 20, base_rss, growth))
     # Under AddressSanitizer freed blocks sit in its quarantine (OpenSSL frees its record
     # buffers after each write: SSL_MODE_RELEASE_BUFFERS), so RSS says nothing there.
     if not sanitized(gw.binary):
@@ -492,6 +507,16 @@ def test_idle_connection_gets_goaway_then_closes(start_h2):
     c.wait_closed(10)
     assert c.goaway == 0
     assert time.monotonic() - t0 < 8
+
+
+def test_unfinished_header_block_times_out(start_h2):
+    gw = start_h2(timeouts={"client_header": "1s"})
+    c = gw.client()
+    c.raw(frame(HEADERS, 0, 1, c.encode(base("/never"))))   # no END_HEADERS, no CONTINUATION
+    t0 = time.monotonic()
+    c.wait_closed(10)
+    assert time.monotonic() - t0 < 8
+    assert gw.started() == 0
 
 
 def test_client_reset_mid_download_ends_the_exchange(start_h2):
