@@ -32,7 +32,7 @@ static const char usage[] =
     "       switchyard --version      print the version\n"
     "       switchyard --help         this text\n"
     "\n"
-    "Switchyard is an HTTP/1.1 and HTTPS gateway that sends each request to the\n"
+    "Switchyard is an HTTP/1.1, HTTP/2 and HTTPS gateway that sends each request to the\n"
     "version of an application it asks for (by header, query parameter or pin\n"
     "cookie). Signals: SIGHUP reloads FILE (a bad file is refused and the running\n"
     "configuration keeps serving); SIGTERM or SIGINT stop accepting, finish the\n"
