@@ -29,4 +29,27 @@ static inline int fuzz_count_headers(const struct sy_h1_header *h, size_t n, con
     return k;
 }
 
+/*
+ * The differential check both request-path targets make on the head the gateway built for the
+ * upstream (x): it parses back as exactly one complete head, with the method, the target and the
+ * body framing the gateway decided. Aborts otherwise. Fills r (with room for `cap` fields in its
+ * header array) and f for the target's own further checks.
+ */
+static inline void fuzz_reparse_upstream_head(const struct sy_h1_request *x,
+                                              const struct sy_h1_framing *xf, const char *out,
+                                              size_t len, struct sy_h1_request *r, size_t cap,
+                                              struct sy_h1_framing *f)
+{
+    struct sy_h1_limits lim = {.max_head = len, .max_headers = cap, .max_uri = len};
+    int status = 0;
+    if (sy_h1_parse_request(out, len, r, &lim, &status) != (int)len)
+        abort(); /* not one complete head: the gateway wrote what it would not accept */
+    if (!sy_str_eq(r->method, x->method) || !sy_str_eq(r->target, x->target))
+        abort();
+    if (sy_h1_request_framing(r, f, &status) != 0)
+        abort();
+    if (f->body != xf->body || (f->body == SY_H1_BODY_LENGTH && f->length != xf->length))
+        abort(); /* body framing changed on the way: smuggling */
+}
+
 #endif
