@@ -792,7 +792,21 @@ static int on_data_chunk(nghttp2_session *sess, uint8_t flags, int32_t id, const
 
 static int on_frame_send(nghttp2_session *sess, const nghttp2_frame *frame, void *ud)
 {
-    (void)ud;
+    /*
+     * MadeYouReset (CVE-2025-8671): frames that make us reset a stream (a zero
+     * WINDOW_UPDATE, DATA past a window, a malformed header block) end its
+     * exchange exactly as a client RST_STREAM would, so they spend the same
+     * budget. Resets the client did not cause do not count: NO_ERROR (an
+     * answer sent before the body was read), REFUSED_STREAM (nothing was
+     * started) and INTERNAL_ERROR (the upstream failed mid-answer).
+     */
+    if (frame->hd.type == NGHTTP2_RST_STREAM) {
+        uint32_t code = frame->rst_stream.error_code;
+        if (code != NGHTTP2_NO_ERROR && code != NGHTTP2_REFUSED_STREAM &&
+            code != NGHTTP2_INTERNAL_ERROR)
+            over_budget(ud, 1);
+        return 0;
+    }
     if ((frame->hd.type == NGHTTP2_DATA || frame->hd.type == NGHTTP2_HEADERS) &&
         (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
         struct sy_h2stream *s = nghttp2_session_get_stream_user_data(sess, frame->hd.stream_id);
