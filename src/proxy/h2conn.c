@@ -88,8 +88,14 @@ struct sy_h2conn {
 
     uint64_t budget_start;
     uint32_t nresets, ncontrol;
-    unsigned goaway : 1, lingering : 1;
+    uint64_t notice_at;            /* drain: when the shutdown notice went out */
+    unsigned goaway : 1;           /* the final GOAWAY is submitted */
+    unsigned notice : 1;           /* the drain's shutdown notice is submitted */
+    unsigned lingering : 1;
 };
+
+/* The PING that follows the shutdown notice: its ACK says the notice arrived. */
+static const uint8_t DRAIN_PING[8] = {'s', 'y', '-', 'd', 'r', 'a', 'i', 'n'};
 
 struct sy_h2stream {
     struct sy_list link;           /* the connection's streams, then the worker's h2_dead */
@@ -699,6 +705,16 @@ static int over_budget(struct sy_h2conn *h, int reset)
     return 0;
 }
 
+static void final_goaway(struct sy_h2conn *h)
+{
+    if (h->goaway)
+        return;
+    h->goaway = 1;
+    nghttp2_submit_goaway(h->sess, NGHTTP2_FLAG_NONE,
+                          nghttp2_session_get_last_proc_stream_id(h->sess), NGHTTP2_NO_ERROR,
+                          NULL, 0);
+}
+
 static int on_begin_frame(nghttp2_session *sess, const nghttp2_frame_hd *hd, void *ud)
 {
     struct sy_h2conn *h = ud;
@@ -746,6 +762,8 @@ static int on_frame_recv(nghttp2_session *sess, const nghttp2_frame *frame, void
     case NGHTTP2_PING:
         if (!(frame->hd.flags & NGHTTP2_FLAG_ACK))
             over_budget(h, 0);
+        else if (h->notice && memcmp(frame->ping.opaque_data, DRAIN_PING, 8) == 0)
+            final_goaway(h);
         break;
     case NGHTTP2_PRIORITY:
         over_budget(h, 0);
@@ -1002,7 +1020,7 @@ int sy_h2_pump(struct sy_conn *c)
             sy_conn_close(c); /* open streams end as 499 */
             return SY_P_CLOSED;
         }
-        if (sy_atomic_draining() && !h->goaway)
+        if (sy_atomic_draining() && !h->notice)
             sy_h2_drain(c);
         if (pump_streams(h))
             progress = 1;
@@ -1038,6 +1056,8 @@ uint64_t sy_h2_deadline(struct sy_conn *c)
     uint64_t d = UINT64_MAX;
     if (h->lingering)
         return c->t_client + LINGER_MS;
+    if (h->notice && !h->goaway)
+        d = h->notice_at + SY_DRAIN_IDLE_MS;
     if (!sy_list_empty(&h->ready))
         return now_ms(h); /* the pump yielded with work left: run it again from the timer */
     if (h->ob && h->ooff < h->olen)
@@ -1076,6 +1096,10 @@ void sy_h2_timeout(struct sy_conn *c)
     uint64_t now = now_ms(h);
     if (h->lingering) {
         sy_conn_close(c);
+        return;
+    }
+    if (h->notice && !h->goaway && now >= h->notice_at + SY_DRAIN_IDLE_MS) {
+        final_goaway(h); /* the client did not answer the PING */
         return;
     }
     if (h->ob && h->ooff < h->olen && now >= h->t_write + cfg->timeouts.client_body_ms) {
@@ -1128,15 +1152,23 @@ void sy_h2_timeout(struct sy_conn *c)
     }
 }
 
+/*
+ * The drain is the graceful shutdown of RFC 9113 6.8: a GOAWAY with the
+ * highest stream id (the notice: requests already on their way are still
+ * taken), a PING, and when its ACK comes back (one round trip: whatever the
+ * client sent before it saw the notice has arrived) or after
+ * SY_DRAIN_IDLE_MS, the final GOAWAY naming the last stream taken. Streams
+ * below it finish; the connection ends when they have.
+ */
 void sy_h2_drain(struct sy_conn *c)
 {
     struct sy_h2conn *h = c->h2;
-    if (h->goaway)
+    if (h->notice || h->goaway)
         return;
-    h->goaway = 1;
-    nghttp2_submit_goaway(h->sess, NGHTTP2_FLAG_NONE,
-                          nghttp2_session_get_last_proc_stream_id(h->sess), NGHTTP2_NO_ERROR,
-                          NULL, 0);
+    h->notice = 1;
+    h->notice_at = now_ms(h);
+    nghttp2_submit_shutdown_notice(h->sess);
+    nghttp2_submit_ping(h->sess, NGHTTP2_FLAG_NONE, DRAIN_PING);
 }
 
 void sy_h2_close(struct sy_conn *c)

@@ -7,6 +7,7 @@ python3-h2 client with its own checks turned off."""
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -567,6 +568,82 @@ def test_sigterm_closes_idle_h2_connections(start_h2):
     assert c.goaway == 0
     assert gw.proc.wait(15) == 0
     assert time.monotonic() - t0 < 10
+
+
+def test_sigterm_goaway_is_graceful_notice_then_final(start_h2):
+    """RFC 9113 6.8: first a GOAWAY naming stream 2^31-1 (and a PING), so that a request the
+    client sent before it saw the drain is still taken; then the final GOAWAY naming the last
+    stream taken. The client here does not answer the PING: the final one comes after 1 s."""
+    import hpack
+    from h2util import tls_h2_socket
+    gw = start_h2(timeouts={"drain": "10s"})
+    s = tls_h2_socket(gw.port, gw.pki["ca"].cert)
+    enc = hpack.Encoder()
+    s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(0x4, 0, 0, b""))
+    buf = bytearray()
+
+    def next_frame():
+        while True:
+            if len(buf) >= 9:
+                n = int.from_bytes(buf[:3], "big")
+                if len(buf) >= 9 + n:
+                    f = (buf[3], buf[4], int.from_bytes(buf[5:9], "big") & 0x7fffffff,
+                         bytes(buf[9:9 + n]))
+                    del buf[:9 + n]
+                    return f
+            data = s.recv(65536)
+            if not data:
+                return None
+            buf.extend(data)
+
+    def request(sid, path):
+        s.sendall(frame(HEADERS, END_HEADERS | END_STREAM, sid, enc.encode(base(path))))
+
+    request(1, "/slow?ms=1500")
+    wait_for(lambda: gw.started() == 1, 5, what="the slow request upstream")
+    gw.signal(signal.SIGTERM)
+    goaways, ended, pings = [], set(), 0
+    while True:
+        f = next_frame()
+        if f is None:
+            break
+        ftype, flags, sid, payload = f
+        if ftype == 0x4 and not flags & 0x1:
+            s.sendall(frame(0x4, 0x1, 0, b""))           # SETTINGS ACK
+        elif ftype == PING and not flags & 0x1:
+            pings += 1                                   # not answered on purpose
+        elif ftype == 0x7:
+            last = int.from_bytes(payload[:4], "big") & 0x7fffffff
+            goaways.append((last, int.from_bytes(payload[4:8], "big"), time.monotonic()))
+            if len(goaways) == 1:
+                request(3, "/sent-before-the-notice-arrived")
+        elif ftype in (0x0, 0x1) and flags & END_STREAM:
+            ended.add(sid)
+    s.close()
+    assert [g[:2] for g in goaways] == [(2**31 - 1, 0), (3, 0)], goaways
+    assert 0.5 < goaways[1][2] - goaways[0][2] < 5, goaways
+    assert pings == 1
+    assert ended == {1, 3}, ended
+    assert gw.proc.wait(15) == 0
+    assert sorted(r["status"] for r in gw.access_log()) == [200, 200]
+
+
+def test_sigterm_goaway_final_after_the_ping_ack(start_h2):
+    """A client that answers the PING gets the final GOAWAY one round trip after the notice."""
+    gw = start_h2(timeouts={"drain": "10s"})
+    p = subprocess.Popen(["nghttp", "-v", "-H", ":authority: a.test",
+                          "https://127.0.0.1:%d/slow?ms=1500" % gw.port],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_for(lambda: gw.started() == 1, 5, what="the slow request upstream")
+    gw.signal(signal.SIGTERM)
+    out, _ = p.communicate(timeout=20)
+    assert out.count("recv GOAWAY frame") == 2, out
+    sid = re.search(r"send HEADERS frame <[^>]*stream_id=(\d+)>", out).group(1)
+    final = "last_stream_id=%s," % sid
+    assert "last_stream_id=2147483647" in out and final in out, out
+    assert re.search(r"send PING frame <length=8, flags=0x01", out), out
+    assert out.index("last_stream_id=2147483647") < out.index(final) < out.index(":status: 200")
+    assert gw.proc.wait(15) == 0
 
 
 def test_reload_applies_to_new_streams(start_h2):
