@@ -378,7 +378,7 @@ def test_too_many_fields_is_431_and_long_path_414(start_h2):
 
 def test_large_download_to_a_slow_reader_keeps_memory_flat(start_h2):
     gw = start_h2()
-    size = int(os.environ.get("SWITCHYARD_H2_DOWNLOAD_MB", "64")) << 20
+    size = int(os.environ.get("SWITCHYARD_H2_DOWNLOAD_MB", "200")) << 20
     c = gw.client(window=65535)
     c.auto_ack = False
     sid = c.request(base("/big?bytes=%d" % size))
