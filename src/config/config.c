@@ -397,10 +397,11 @@ static int load_log(struct ctx *c, yaml_node_t *n)
 static int load_http2(struct ctx *c, yaml_node_t *n)
 {
     struct field f[] = {{"enabled", 0, 0},              {"max_concurrent_streams", 0, 0},
-                        {"max_header_list_size", 0, 0}, {"max_resets", 0, 0}};
+                        {"max_header_list_size", 0, 0}, {"max_resets", 0, 0},
+                        {"cleartext", 0, 0}};
     uint64_t v;
 
-    if (get_fields(c, n, "http2", f, 4) < 0)
+    if (get_fields(c, n, "http2", f, 5) < 0)
         return -1;
     if (f[0].val && bool_value(c, f[0].val, "http2.enabled", &c->cfg->http2.enabled) < 0)
         return -1;
@@ -414,6 +415,8 @@ static int load_http2(struct ctx *c, yaml_node_t *n)
     }
     if (f[3].val && uint_value(c, f[3].val, "http2.max_resets", 1, 1000000,
                                &c->cfg->http2.max_resets) < 0)
+        return -1;
+    if (f[4].val && bool_value(c, f[4].val, "http2.cleartext", &c->cfg->http2.cleartext) < 0)
         return -1;
     return 0;
 }

@@ -169,6 +169,7 @@ struct sy_config {
         uint32_t max_concurrent_streams; /* default 100 per connection */
         uint32_t max_header_list_size;   /* bytes of one request's fields, default 16k (431) */
         uint32_t max_resets;        /* streams a client may reset per 10 s, default 200 */
+        int cleartext;              /* default 0: h2 with prior knowledge on listen.http */
     } http2;
     struct {
         int access;                 /* default 1: JSON access log on stdout */

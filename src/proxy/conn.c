@@ -263,11 +263,28 @@ static int start_request(struct sy_conn *c, size_t head_len)
     c->bpos = c->roff + (uint32_t)head_len;
     c->t_client = now_ms(c);
     c->resp_close = c->resp_chunked_out = 0;
+    c->had_request = 1;
     c->state = SY_ST_PROXY;
     return sy_exchange_start(c->x, head_len);
 }
 
 /* ---- states ---- */
+
+/*
+ * HTTP/2 with prior knowledge (http2.cleartext): the connection's first bytes
+ * are the client preface. 1 when they are, 0 while they may still become it,
+ * -1 when they are not.
+ */
+static int h2c_preface(struct sy_conn *c)
+{
+    static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    size_t have = c->rlen - c->roff, want = sizeof(preface) - 1;
+    if (c->tls || c->had_request || !cfg_of(c)->http2.cleartext || c->is_admin)
+        return -1;
+    if (memcmp(c->rbuf + c->roff, preface, have < want ? have : want) != 0)
+        return -1;
+    return have >= want;
+}
 
 static int do_head(struct sy_conn *c)
 {
@@ -279,7 +296,10 @@ static int do_head(struct sy_conn *c)
         .max_uri = cfg->limits.max_uri,
     };
     for (;;) {
-        if (c->rlen > c->roff) {
+        int pri = c->rlen > c->roff ? h2c_preface(c) : -1;
+        if (pri > 0)
+            return sy_h2_start(c);
+        if (pri < 0 && c->rlen > c->roff) {
             int status = 400;
             struct sy_exchange *x = x_get(c);
             x->req.headers = c->w->hdrs;

@@ -56,7 +56,7 @@ struct sy_conn {
     enum sy_conn_state state;
     unsigned readable : 1, writable : 1, rd_eof : 1, rd_hup : 1, https : 1, close_after : 1;
     unsigned resp_close : 1, resp_chunked_out : 1, lingering : 1, is_admin : 1;
-    unsigned rbuf_private : 1;
+    unsigned rbuf_private : 1, had_request : 1;
     int hbuf_pooled;
     uint16_t peer_port;
     struct sy_timer timer;

@@ -653,7 +653,7 @@ static struct sy_exchange *stream_exchange(struct sy_h2stream *s)
     x->client = s;
     x->peer_ip = c->peer_ip;
     x->peer_port = c->peer_port;
-    x->https = 1;
+    x->https = c->tls != NULL;
     x->h2 = 1;
     s->x = x;
     return x;
@@ -990,14 +990,23 @@ int sy_h2_pump(struct sy_conn *c)
     for (int guard = 0; guard < 1000; guard++) {
         int progress = 0;
         /* Input, unless the client does not read what we have for it. */
-        while (c->readable && !c->rd_eof && nghttp2_session_want_read(h->sess) &&
-               !output_blocked(h)) {
-            sy__rbuf_ensure(c);
-            ssize_t n = sy__cread(c, c->rbuf, c->rcap);
+        while ((c->readable || c->rlen > c->roff) && !c->rd_eof &&
+               nghttp2_session_want_read(h->sess) && !output_blocked(h)) {
+            const char *in;
+            ssize_t n;
+            if (c->rlen > c->roff) { /* cleartext: the preface was read as an HTTP/1.1 head */
+                in = c->rbuf + c->roff;
+                n = (ssize_t)(c->rlen - c->roff);
+                c->roff = c->rlen = 0;
+            } else {
+                sy__rbuf_ensure(c);
+                in = c->rbuf;
+                n = sy__cread(c, c->rbuf, c->rcap);
+            }
             if (n > 0) {
                 c->t_client = now_ms(h);
                 progress = 1;
-                ssize_t r = nghttp2_session_mem_recv(h->sess, (const uint8_t *)c->rbuf, (size_t)n);
+                ssize_t r = nghttp2_session_mem_recv(h->sess, (const uint8_t *)in, (size_t)n);
                 if (r < 0) {
                     sy_log_debug("h2", "client %s: %s", c->peer_ip, nghttp2_strerror((int)r));
                     if (r == NGHTTP2_ERR_FLOODED)
