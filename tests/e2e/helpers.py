@@ -883,10 +883,12 @@ class Upstream(ThreadedServer):
 
 class WsUpstream:
     """websockets (10.x) echo server in its own thread and event loop. Records the
-    request path and headers of every handshake."""
+    request path and headers of every handshake. pages: {path: (content type, bytes)}
+    answered to plain GETs (no Upgrade), e.g. the page a browser test loads."""
 
-    def __init__(self, name):
+    def __init__(self, name, pages=None):
         self.name = name
+        self.pages = dict(pages or {})
         self.handshakes = []   # (path, [(name, value), ...])
         self.lock = threading.Lock()
         self.port = None
@@ -910,6 +912,10 @@ class WsUpstream:
         asyncio.set_event_loop(self.loop)
 
         async def process_request(path, request_headers):
+            page = self.pages.get(path.split("?", 1)[0])
+            if page and "upgrade" not in (request_headers.get("Connection") or "").lower():
+                return (http.HTTPStatus.OK, [("Content-Type", page[0]), ("Content-Length", str(len(page[1]))),
+                              ("X-Upstream", self.name)], page[1])
             with self.lock:
                 self.handshakes.append((path, list(request_headers.raw_items())))
             return None
