@@ -66,6 +66,14 @@ def open_tunnel(c, path="/cable", extra=(), timeout=10.0):
     return sid, st
 
 
+def raw_tunnel(start_ws, path, **kw):
+    """A gateway in front of the raw upstream, a client, and a tunnel open on `path`."""
+    gw = start_ws(kind="raw", **kw)
+    c = gw.client()
+    sid, st = open_tunnel(c, path)
+    return gw, c, sid, st
+
+
 def ws_frame(payload, opcode=None, mask=b"\x11\x22\x33\x44"):
     """A client frame (masked, FIN set)."""
     if opcode is None:
@@ -241,9 +249,7 @@ def test_other_connects_are_refused_and_never_forwarded(start_ws, case):
 
 
 def test_upstream_refusing_the_upgrade_is_forwarded(start_ws):
-    gw = start_ws(kind="raw")
-    c = gw.client()
-    sid, st = open_tunnel(c, "/upgrade-refused")
+    gw, c, sid, st = raw_tunnel(start_ws, "/upgrade-refused")
     c.wait(sid)
     assert st.status == 403 and st.ended, st
     assert bytes(st.body) == b"no websocket for you"
@@ -251,9 +257,7 @@ def test_upstream_refusing_the_upgrade_is_forwarded(start_ws):
 
 
 def test_wrong_accept_is_502(start_ws):
-    gw = start_ws(kind="raw")
-    c = gw.client()
-    sid, st = open_tunnel(c, "/upgrade-bad-accept")
+    gw, c, sid, st = raw_tunnel(start_ws, "/upgrade-bad-accept")
     c.wait(sid)
     assert st.status == 502, st
     c.close()
@@ -262,9 +266,7 @@ def test_wrong_accept_is_502(start_ws):
 # ---------------------------------------------------------------- ends
 
 def test_upstream_close_ends_the_stream(start_ws):
-    gw = start_ws(kind="raw")
-    c = gw.client()
-    sid, st = open_tunnel(c, "/upgrade-then-close")
+    gw, c, sid, st = raw_tunnel(start_ws, "/upgrade-then-close")
     assert st.status == 200, st
     c.wait(sid)
     assert st.ended and bytes(st.body) == b"bye", st
@@ -273,9 +275,7 @@ def test_upstream_close_ends_the_stream(start_ws):
 
 
 def test_client_end_stream_half_closes_the_upstream(start_ws):
-    gw = start_ws(kind="raw")
-    c = gw.client()
-    sid, st = open_tunnel(c, "/t")
+    gw, c, sid, st = raw_tunnel(start_ws, "/t")
     c.send_body(sid, b"last words", end_stream=True)
     c.wait(sid)
     # the upstream saw the half-close after the bytes, echoed them, and closed
@@ -285,9 +285,7 @@ def test_client_end_stream_half_closes_the_upstream(start_ws):
 
 
 def test_client_reset_closes_the_upstream(start_ws):
-    gw = start_ws(kind="raw")
-    c = gw.client()
-    sid, st = open_tunnel(c, "/t")
+    gw, c, sid, st = raw_tunnel(start_ws, "/t")
     c.send_body(sid, b"x", end_stream=False)
     read_until(c, st, 1)
     c.conn.reset_stream(sid, CANCEL)
@@ -357,9 +355,7 @@ def test_large_transfer_to_a_slow_reader_keeps_memory_bounded(start_ws):
 # ---------------------------------------------------------------- timeouts, reload, drain
 
 def test_tunnel_survives_reload_and_ends_at_the_idle_timeout(start_ws):
-    gw = start_ws(kind="raw", timeouts={"tunnel_idle": "2s"})
-    c = gw.client()
-    sid, st = open_tunnel(c, "/t")
+    gw, c, sid, st = raw_tunnel(start_ws, "/t", timeouts={"tunnel_idle": "2s"})
     cfg = json.loads(json.dumps(gw.cfg))
     cfg["sites"][0]["version"]["default"] = "4.1.0"
     gw.reload(cfg)
@@ -381,9 +377,7 @@ def test_tunnel_survives_reload_and_ends_at_the_idle_timeout(start_ws):
 
 
 def test_drain_lets_the_tunnel_run(start_ws):
-    gw = start_ws(kind="raw", timeouts={"drain": "3s"})
-    c = gw.client()
-    sid, st = open_tunnel(c, "/t")
+    gw, c, sid, st = raw_tunnel(start_ws, "/t", timeouts={"drain": "3s"})
     t0 = time.monotonic()
     gw.signal(signal.SIGTERM)
     wait_for(lambda: c.read_some(0.2) or c.goaway is not None, 5, what="GOAWAY")
