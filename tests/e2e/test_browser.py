@@ -5,9 +5,10 @@ connection, which the gateway proves: one TLS handshake, both requests logged as
 WebSocket's upstream handshake on the pinned version.
 
 Driven through the Chrome DevTools Protocol with python3-websockets (no other dependency).
-Chromium (Debian's, 120 and later) uses WebSockets over HTTP/2 by default when the server's
-SETTINGS carry ENABLE_CONNECT_PROTOCOL and an HTTP/2 connection to the host is already open;
-no feature flag is needed."""
+Debian's Chromium (156 when this was written) uses WebSockets over HTTP/2 by default when the
+server's SETTINGS carry ENABLE_CONNECT_PROTOCOL and an HTTP/2 connection to the host is already
+open: no feature flag is needed. Without the setting it opens a second connection, over
+HTTP/1.1, for the WebSocket, which this test catches."""
 
 import asyncio
 import itertools
