@@ -5,6 +5,7 @@
 
 #include "core/alloc.h"
 #include "http/h2.h"
+#include "tls/tls.h"
 
 #define FIELD_OVERHEAD 32          /* RFC 7541 §4.1 */
 
@@ -128,8 +129,10 @@ int sy_h2_head_add(struct sy_h2_head *h, const uint8_t *name, size_t nl, const u
             set_pseudo(h, &h->authority, value, vl);
         else if (name_is(name, nl, ":path"))
             set_pseudo(h, &h->path, value, vl);
+        else if (name_is(name, nl, ":protocol"))
+            set_pseudo(h, &h->protocol, value, vl); /* extended CONNECT (RFC 8441) */
         else
-            h->malformed = 1; /* :protocol (no extended CONNECT), :status, unknown */
+            h->malformed = 1; /* :status, unknown */
         return 0;
     }
     if (!valid_name(name, nl) || connection_specific(name, nl, value, vl)) {
@@ -187,6 +190,21 @@ static int valid_method(struct sy_str m)
     return 1;
 }
 
+/*
+ * RFC 8441 §4: CONNECT with :protocol, :scheme, :path and :authority, no
+ * content-length (its DATA is tunnel bytes). 0, -1 malformed, 501 for a
+ * protocol other than websocket.
+ */
+static int checked_extended_connect(struct sy_h2_head *h)
+{
+    if (!sy_str_eq(str_of(h, h->method), SY_STR_LIT("CONNECT")) || !h->authority.l ||
+        h->nlength)
+        return -1;
+    if (!sy_str_caseeq_cstr(str_of(h, h->protocol), "websocket"))
+        return 501;
+    return 0;
+}
+
 static int checked(struct sy_h2_head *h, int end_stream)
 {
     if (h->malformed)
@@ -196,6 +214,12 @@ static int checked(struct sy_h2_head *h, int end_stream)
     if (!h->method.set || !h->scheme.set || !h->path.set || !h->scheme.l)
         return -1;
     struct sy_str method = str_of(h, h->method);
+    if (h->protocol.set) {
+        int r = checked_extended_connect(h);
+        if (r)
+            return r;
+        method = SY_STR_LIT("GET"); /* what it becomes */
+    }
     if (!valid_method(method) || !valid_path(str_of(h, h->path), method))
         return -1;
     if (h->authority.set && h->host.set &&
@@ -246,15 +270,27 @@ int sy_h2_head_finish(struct sy_h2_head *h, int end_stream, size_t max_uri,
         }
         cookie.l = h->len - cookie.o;
     }
+    int ws = h->protocol.set;
+    struct sy_h2_slice key = {0, 0, 0};
+    if (ws)
+        key = append(h, h->ws_key, SY_H2_WS_KEY_LEN);
     size_t n = 0;
     if (h->authority.set)
         hv[n++] = (struct sy_h1_header){SY_STR_LIT("host"), str_of(h, h->authority)};
+    if (ws) {
+        /* Exactly these: Rack::SSL and ActionCable compare them byte for byte. */
+        hv[n++] = (struct sy_h1_header){SY_STR_LIT("Upgrade"), SY_STR_LIT("websocket")};
+        hv[n++] = (struct sy_h1_header){SY_STR_LIT("Connection"), SY_STR_LIT("Upgrade")};
+        hv[n++] = (struct sy_h1_header){SY_STR_LIT("Sec-WebSocket-Key"), str_of(h, key)};
+    }
     int cookie_done = 0;
     for (uint32_t i = 0; i < h->nfields; i++) {
         struct sy_str name = str_of(h, h->fields[i].name);
         struct sy_str value = str_of(h, h->fields[i].value);
         if (h->authority.set && sy_str_eq(name, SY_STR_LIT("host")))
             continue; /* the same value as :authority, already there */
+        if (ws && sy_str_eq(name, SY_STR_LIT("sec-websocket-key")))
+            continue; /* ours replaces it: the upstream's accept is checked against ours */
         if (h->ncookies > 1 && sy_str_eq(name, SY_STR_LIT("cookie"))) {
             if (cookie_done++)
                 continue;
@@ -262,10 +298,11 @@ int sy_h2_head_finish(struct sy_h2_head *h, int end_stream, size_t max_uri,
         }
         hv[n++] = (struct sy_h1_header){name, value};
     }
-    *chunked = !end_stream && !h->nlength;
+    *chunked = !end_stream && !h->nlength && !ws;
     if (*chunked)
         hv[n++] = (struct sy_h1_header){SY_STR_LIT("transfer-encoding"), SY_STR_LIT("chunked")};
-    req->method = str_of(h, h->method);
+    h->websocket = ws;
+    req->method = ws ? SY_STR_LIT("GET") : str_of(h, h->method);
     req->target = str_of(h, h->path);
     req->minor_version = 1;
     req->headers = hv;
@@ -274,4 +311,41 @@ int sy_h2_head_finish(struct sy_h2_head *h, int end_stream, size_t max_uri,
     h->buf = NULL;
     h->cap = h->len = 0;
     return 0;
+}
+
+static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* Standard base64 with padding: 4 * ceil(n / 3) characters, no NUL. */
+static void base64(const uint8_t *in, size_t n, char *out)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16;
+        if (i + 1 < n)
+            v |= (uint32_t)in[i + 1] << 8;
+        if (i + 2 < n)
+            v |= in[i + 2];
+        out[o++] = b64[v >> 18 & 63];
+        out[o++] = b64[v >> 12 & 63];
+        out[o++] = i + 1 < n ? b64[v >> 6 & 63] : '=';
+        out[o++] = i + 2 < n ? b64[v & 63] : '=';
+    }
+}
+
+void sy_h2_ws_key(const uint8_t nonce[16], char key[SY_H2_WS_KEY_LEN])
+{
+    base64(nonce, 16, key);
+}
+
+int sy_h2_ws_accept_ok(const char key[SY_H2_WS_KEY_LEN], struct sy_str accept)
+{
+    static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    char in[SY_H2_WS_KEY_LEN + sizeof(guid) - 1];
+    unsigned char sha[20];
+    char want[SY_H2_WS_ACCEPT_LEN];
+    memcpy(in, key, SY_H2_WS_KEY_LEN);
+    memcpy(in + SY_H2_WS_KEY_LEN, guid, sizeof(guid) - 1);
+    sy_tls_sha1(in, sizeof(in), sha);
+    base64(sha, sizeof(sha), want);
+    return accept.len == SY_H2_WS_ACCEPT_LEN && memcmp(accept.p, want, SY_H2_WS_ACCEPT_LEN) == 0;
 }

@@ -215,6 +215,10 @@ static int h1_respond(struct sy_exchange *x, int status, const char *extra, cons
 static int h1_finish(struct sy_exchange *x)
 {
     struct sy_conn *c = x->client;
+    if (x->tunnel) { /* the upstream ended the tunnel: the connection ends with it */
+        conn_close(c);
+        return P_CLOSED;
+    }
     if (!x->req_done)
         c->resp_close = 1;
     return finish_request(c);

@@ -808,7 +808,7 @@ static int pump_tunnel(struct sy_exchange *x)
             u->buf = sy_worker_buf_get(x->w);
         u->off = u->len = 0;
         if (u->eof)
-            return x->ops->abort(x); /* the upstream closed: so does the client */
+            return x->ops->finish(x); /* the upstream closed, all its bytes taken: so does the client */
         if (!u->readable)
             break;
         ssize_t n = sy__uread(u, u->buf, SY_BUF_SIZE);

@@ -64,7 +64,8 @@ struct sy_client_ops {
     /* The gateway's own complete answer. Returns SY_P_*. */
     int (*respond)(struct sy_exchange *x, int status, const char *extra, const char *body,
                    int close);
-    /* The response was sent in full: the exchange is over. Returns SY_P_*. */
+    /* The response was sent in full (a tunnel: the upstream closed and its bytes were
+     * taken): the exchange is over. Returns SY_P_*. */
     int (*finish)(struct sy_exchange *x);
     /* The answer cannot be completed: the client side ends abruptly. Returns SY_P_CLOSED. */
     int (*abort)(struct sy_exchange *x);

@@ -25,6 +25,12 @@
  * out_write() take nothing, so the exchange stops reading the upstream:
  * memory per stream is one buffer each way plus the upstream's.
  *
+ * WebSockets (RFC 8441): SETTINGS_ENABLE_CONNECT_PROTOCOL is advertised; an
+ * extended CONNECT becomes an Upgrade GET with a key of ours (h2.c), its 101
+ * becomes :status 200 once the accept matches the key, and the exchange's
+ * tunnel then moves DATA payload both ways through the same calls and the
+ * same buffers; END_STREAM is the end of input, the upstream's end finish().
+ *
  * Freeing: a stream that ends (nghttp2's close callback, or the connection
  * closing) goes to the worker's h2_dead list with its exchange and buffers,
  * freed by sy_h2_reap() at the end of the loop iteration.
@@ -122,6 +128,8 @@ struct sy_h2stream {
     uint64_t t_last;               /* last progress on the client's side of the stream */
     unsigned in_eof : 1, last_framed : 1, chunked : 1, x_over : 1, dead : 1;
     unsigned out_eof : 1, deferred : 1, rst_after : 1, submitted : 1;
+    unsigned websocket : 1;        /* an extended CONNECT (RFC 8441) */
+    char ws_key[SY_H2_WS_KEY_LEN]; /* the Sec-WebSocket-Key we sent upstream */
 };
 
 static const struct sy_client_ops h2_ops;
@@ -363,9 +371,32 @@ static int submit(struct sy_h2stream *s, nghttp2_nv *nv, size_t n, int with_body
                                                                                          : -1;
 }
 
+/*
+ * A 101 to an extended CONNECT becomes :status 200 (RFC 8441 §5) once its
+ * Sec-WebSocket-Accept answers the key we sent; the fields of the HTTP/1.1
+ * handshake stay behind.
+ */
+static void nv_add_ws(void *arg, struct sy_str name, struct sy_str value)
+{
+    if (sy_str_caseeq_cstr(name, "connection") || sy_str_caseeq_cstr(name, "upgrade") ||
+        sy_str_caseeq_cstr(name, "sec-websocket-accept"))
+        return;
+    nv_add(arg, name, value);
+}
+
 static int h2_out_head(struct sy_exchange *x, const struct sy_h1_response *resp)
 {
     struct sy_h2stream *s = x->client;
+    int ws = s->websocket && resp->status == 101;
+    if (ws) {
+        const struct sy_h1_header *acc = sy_h1_find(resp->headers, resp->num_headers,
+                                                    SY_STR_LIT("sec-websocket-accept"));
+        if (!acc || !sy_h2_ws_accept_ok(s->ws_key, acc->value)) {
+            sy_log_warn("h2", "upstream's Sec-WebSocket-Accept does not answer our key "
+                        "(request %s)", x->reqid);
+            return -1; /* 502 */
+        }
+    }
     nghttp2_nv nv[SY_MAX_HEADERS_CAP + 8];
     const struct sy_config *cfg = s->h->c->ws->snap->cfg;
     const struct sy_site_conf *site = x->route.site;
@@ -373,14 +404,16 @@ static int h2_out_head(struct sy_exchange *x, const struct sy_h1_response *resp)
                  (site && site->has_version ? strlen(site->version.header) : 0);
     for (size_t i = 0; i < resp->num_headers; i++)
         cap += resp->headers[i].name.len + resp->headers[i].value.len;
-    char status[4] = {(char)('0' + resp->status / 100 % 10), (char)('0' + resp->status / 10 % 10),
-                      (char)('0' + resp->status % 10), 0};
+    int st = ws ? 200 : resp->status;
+    char status[4] = {(char)('0' + st / 100 % 10), (char)('0' + st / 10 % 10),
+                      (char)('0' + st % 10), 0};
     struct nvlist l = {nv, 0, sizeof(nv) / sizeof(nv[0]), sy_malloc(cap), 0, cap, 0};
     nv[l.n++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, 3, NGHTTP2_NV_FLAG_NONE};
-    sy_response_fields(x, resp, nv_add, &l);
-    int r = l.overflow ? -1 : submit(s, nv, l.n, x->sf.body != SY_H1_BODY_NONE);
+    sy_response_fields(x, resp, ws ? nv_add_ws : nv_add, &l);
+    int body = ws || x->sf.body != SY_H1_BODY_NONE; /* the tunnel's bytes are DATA */
+    int r = l.overflow ? -1 : submit(s, nv, l.n, body);
     sy_free(l.buf);
-    if (x->sf.body == SY_H1_BODY_NONE)
+    if (!body)
         s->out_eof = 1;
     return r;
 }
@@ -500,8 +533,9 @@ static void end_answer(struct sy_h2stream *s)
     struct sy_exchange *x = s->x;
     s->out_eof = 1;
     resume(s);
-    /* The request body was not all read: the client may stop sending it (RFC 9113 §8.1). */
-    if (!x->req_done && !s->in_eof)
+    /* The request body was not all read, or a WebSocket ended (refused, or its upstream
+     * closed): the client may stop sending (RFC 9113 §8.1). */
+    if ((!x->req_done || s->websocket) && !s->in_eof)
         s->rst_after = 1;
     x_over(s);
 }
@@ -542,8 +576,12 @@ static int h2_respond(struct sy_exchange *x, int status, const char *extra, cons
 static int h2_finish(struct sy_exchange *x)
 {
     struct sy_h2stream *s = x->client;
-    sy_exchange_log(x);
-    sy_exchange_release_upstream(x);
+    if (x->tunnel) {
+        sy_exchange_close(x); /* the upstream ended the tunnel: END_STREAM after its bytes */
+    } else {
+        sy_exchange_log(x);
+        sy_exchange_release_upstream(x);
+    }
     end_answer(s);
     return SY_P_PROGRESS;
 }
@@ -557,10 +595,19 @@ static int h2_abort(struct sy_exchange *x)
     return SY_P_CLOSED;
 }
 
-/* Upgrade fields are refused on HTTP/2 streams, so no exchange becomes a tunnel. */
+/*
+ * Only an extended CONNECT becomes a tunnel (Upgrade fields are refused on
+ * HTTP/2 streams): its DATA goes on through in_peek/in_consume, the
+ * upstream's bytes through out_write, until either side ends.
+ */
 static void h2_tunnel(struct sy_exchange *x)
 {
-    h2_abort(x);
+    struct sy_h2stream *s = x->client;
+    if (!s->websocket) {
+        h2_abort(x);
+        return;
+    }
+    stream_ready(s);
 }
 
 static void h2_wake(struct sy_exchange *x)
@@ -667,6 +714,14 @@ static void stream_start(struct sy_h2stream *s, int end_stream)
     int chunked = 0;
     size_t head_len = h->head.len;
     s->in_eof = end_stream;
+    if (h->head.protocol.set) {
+        /* A fresh key per extended CONNECT: the upstream's accept must answer ours. */
+        uint64_t r64[2] = {sy_worker_random(s->w), sy_worker_random(s->w)};
+        uint8_t nonce[16];
+        memcpy(nonce, r64, sizeof(nonce));
+        sy_h2_ws_key(nonce, s->ws_key);
+        memcpy(h->head.ws_key, s->ws_key, SY_H2_WS_KEY_LEN);
+    }
     int r = sy_h2_head_finish(&h->head, end_stream, cfg_of(h)->limits.max_uri, &req, s->w->hdrs,
                               &s->head, &chunked);
     if (r < 0) {
@@ -681,6 +736,7 @@ static void stream_start(struct sy_h2stream *s, int end_stream)
         return;
     }
     s->chunked = chunked;
+    s->websocket = h->head.websocket;
     x->req = req;
     if (sy_exchange_start(x, head_len) != SY_P_CLOSED && !s->x_over)
         stream_ready(s);
@@ -885,6 +941,7 @@ int sy_h2_start(struct sy_conn *c)
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, H2_WINDOW},
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, cfg->http2.max_header_list_size},
         {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+        {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1}, /* WebSockets (RFC 8441) */
     };
     nghttp2_submit_settings(h->sess, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
     uint64_t win = (uint64_t)H2_WINDOW * streams;
@@ -1053,6 +1110,11 @@ static uint64_t min64(uint64_t a, uint64_t b)
     return a < b ? a : b;
 }
 
+static uint64_t tunnel_last(struct sy_h2stream *s)
+{
+    return s->t_last > s->x->t_up ? s->t_last : s->x->t_up;
+}
+
 static int waiting_body(struct sy_h2stream *s)
 {
     return !s->x->req_done && s->x->in_scanned == 0 && s->iplen == s->istart && !s->in_eof;
@@ -1087,6 +1149,10 @@ uint64_t sy_h2_deadline(struct sy_conn *c)
         if (!s->x || s->x_over) {
             if (s->olen > s->ooff) /* our answer, waiting for the client's window */
                 d = min64(d, s->t_last + cfg->timeouts.client_body_ms);
+            continue;
+        }
+        if (s->x->tunnel) { /* both directions' idle time, as an HTTP/1.1 tunnel's */
+            d = min64(d, tunnel_last(s) + cfg->timeouts.tunnel_idle_ms);
             continue;
         }
         d = min64(d, sy_exchange_deadline(s->x));
@@ -1143,6 +1209,13 @@ void sy_h2_timeout(struct sy_conn *c)
             continue;
         }
         struct sy_exchange *x = s->x;
+        if (x->tunnel) {
+            if (now >= tunnel_last(s) + cfg->timeouts.tunnel_idle_ms) {
+                sy_exchange_close(x); /* idle both ways: the tunnel ends */
+                reset_stream(s, NGHTTP2_CANCEL);
+            }
+            continue;
+        }
         if (x->connecting) {
             if (sy_exchange_deadline(x) <= now)
                 sy_exchange_timeout(x);

@@ -137,6 +137,9 @@ const char *sy_tls_conn_version(const struct sy_tls_conn *c);
 /* 1 when the handshake negotiated h2 through ALPN. */
 int sy_tls_conn_h2(const struct sy_tls_conn *c);
 
+/* SHA-1 of n bytes (RFC 6455's Sec-WebSocket-Accept; not for anything secret). */
+void sy_tls_sha1(const void *p, size_t n, unsigned char out[20]);
+
 /* Count a handshake the caller gave up on (its handshake timer fired). */
 void sy_tls_count_handshake_timeout(void);
 

@@ -4,6 +4,7 @@ off so that malformed requests reach the gateway as sent, and raw frames can be 
 import socket
 import ssl
 import struct
+import subprocess
 import time
 
 import h2.config
@@ -181,6 +182,38 @@ class H2Client:
             self.sock.close()
         except OSError:
             pass
+
+
+class H2Gw:
+    """A gateway started with an HTTPS listener on `port`, its upstreams and its test CA."""
+
+    def __init__(self, gw, port, ups, pki, cfg):
+        self.gw, self.port, self.ups, self.pki, self.cfg = gw, port, ups, pki, cfg
+
+    def __getattr__(self, name):
+        return getattr(self.gw, name)
+
+    def client(self, **kw):
+        return H2Client(self.port, self.pki["ca"].cert, **kw)
+
+    def url(self, path, host="a.test"):
+        return "https://%s:%d%s" % (host, self.port, path)
+
+    def curl(self, path, *args, host="a.test"):
+        cmd = ["curl", "-s", "--http2", "--cacert", self.pki["ca"].cert,
+               "--resolve", "%s:%d:127.0.0.1" % (host, self.port), "-D", "-", *args,
+               self.url(path, host)]
+        out = subprocess.run(cmd, capture_output=True, timeout=60)
+        head, _, body = out.stdout.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        hdrs = [tuple(x.strip() for x in l.split(":", 1)) for l in lines[1:] if ":" in l]
+        return lines[0], hdrs, body
+
+    def started(self):
+        return sum(len(u.started) for u in self.ups.values())
+
+    def completed(self):
+        return sum(len(u.requests) for u in self.ups.values())
 
 
 def frame(ftype, flags, sid, payload):

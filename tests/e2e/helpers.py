@@ -8,6 +8,7 @@
 """
 
 import asyncio
+import base64
 import ctypes
 import hashlib
 import http.client
@@ -589,7 +590,9 @@ class Upstream(ThreadedServer):
     /garbage         an invalid response, then close
     /reset[?only=NAME]  reset the connection (RST) without answering (only upstream NAME)
     /close-after     a normal keep-alive response, then close the connection
-    Upgrade requests (Connection: upgrade + Upgrade): 101, then echo bytes.
+    Upgrade requests (Connection: upgrade + Upgrade): 101 (with Sec-WebSocket-Accept when a
+                     Sec-WebSocket-Key came), then echo bytes; /upgrade-then-close: "bye", then
+                     close; /upgrade-refused: 403; /upgrade-bad-accept: an accept for another key.
     anything else    200 JSON describing what was received.
     Every response carries X-Upstream: NAME.
     """
@@ -846,8 +849,18 @@ class Upstream(ThreadedServer):
         with self.lock:
             self.requests.append(rec)
         proto = header(headers, "upgrade")
+        if rec["path"] == "/upgrade-refused":
+            self._send(s, 403, [("Content-Type", "text/plain")], b"no websocket for you", False)
+            return False
+        accept = ""
+        key = header(headers, "sec-websocket-key")
+        if key is not None:
+            if rec["path"] == "/upgrade-bad-accept":
+                key = "x" + key
+            digest = hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()
+            accept = "Sec-WebSocket-Accept: %s\r\n" % base64.b64encode(digest).decode()
         s.sendall(("HTTP/1.1 101 Switching Protocols\r\nX-Upstream: %s\r\nConnection: Upgrade\r\n"
-                   "Upgrade: %s\r\n\r\n" % (self.name, proto)).encode())
+                   "Upgrade: %s\r\n%s\r\n" % (self.name, proto, accept)).encode())
         if rec["path"] == "/upgrade-then-close":
             s.sendall(b"bye")
             time.sleep(0.2)
@@ -870,10 +883,12 @@ class Upstream(ThreadedServer):
 
 class WsUpstream:
     """websockets (10.x) echo server in its own thread and event loop. Records the
-    request path and headers of every handshake."""
+    request path and headers of every handshake. pages: {path: (content type, bytes)}
+    answered to plain GETs (no Upgrade), e.g. the page a browser test loads."""
 
-    def __init__(self, name):
+    def __init__(self, name, pages=None):
         self.name = name
+        self.pages = dict(pages or {})
         self.handshakes = []   # (path, [(name, value), ...])
         self.lock = threading.Lock()
         self.port = None
@@ -897,6 +912,10 @@ class WsUpstream:
         asyncio.set_event_loop(self.loop)
 
         async def process_request(path, request_headers):
+            page = self.pages.get(path.split("?", 1)[0])
+            if page and "upgrade" not in (request_headers.get("Connection") or "").lower():
+                return (http.HTTPStatus.OK, [("Content-Type", page[0]), ("Content-Length", str(len(page[1]))),
+                              ("X-Upstream", self.name)], page[1])
             with self.lock:
                 self.handshakes.append((path, list(request_headers.raw_items())))
             return None

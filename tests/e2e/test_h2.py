@@ -16,7 +16,7 @@ import time
 import pytest
 
 from certs import TestCA
-from h2util import CONTINUATION, END_HEADERS, END_STREAM, H2Client, HEADERS, PING, frame
+from h2util import CONTINUATION, END_HEADERS, END_STREAM, H2Gw, HEADERS, PING, frame
 from helpers import free_port, pattern_bytes, version_block, wait_for
 from tlsutil import client_ctx, served, tls_config
 
@@ -29,36 +29,6 @@ pytestmark = pytest.mark.skipif(bool(NEED), reason="missing %s (nghttp2-client, 
 def pki(tmp_path_factory):
     ca = TestCA(tmp_path_factory.mktemp("pki-h2"))
     return {"ca": ca, "a": ca.issue("a", ["a.test", "b.test"], key="ec")}
-
-
-class H2Gw:
-    def __init__(self, gw, port, ups, pki, cfg):
-        self.gw, self.port, self.ups, self.pki, self.cfg = gw, port, ups, pki, cfg
-
-    def __getattr__(self, name):
-        return getattr(self.gw, name)
-
-    def client(self, **kw):
-        return H2Client(self.port, self.pki["ca"].cert, **kw)
-
-    def url(self, path, host="a.test"):
-        return "https://%s:%d%s" % (host, self.port, path)
-
-    def curl(self, path, *args, host="a.test"):
-        cmd = ["curl", "-s", "--http2", "--cacert", self.pki["ca"].cert,
-               "--resolve", "%s:%d:127.0.0.1" % (host, self.port), "-D", "-", *args,
-               self.url(path, host)]
-        out = subprocess.run(cmd, capture_output=True, timeout=60)
-        head, _, body = out.stdout.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        hdrs = [tuple(x.strip() for x in l.split(":", 1)) for l in lines[1:] if ":" in l]
-        return lines[0], hdrs, body
-
-    def started(self):
-        return sum(len(u.started) for u in self.ups.values())
-
-    def completed(self):
-        return sum(len(u.requests) for u in self.ups.values())
 
 
 @pytest.fixture

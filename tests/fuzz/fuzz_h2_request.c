@@ -7,7 +7,10 @@
  * completely as one HTTP/1.1 head, with the same method and target, exactly
  * one Host equal to :authority (or host), the same body framing (chunked
  * exactly when the stream has a body without content-length), and no field
- * the client did not send but the gateway's own.
+ * the client did not send but the gateway's own. An extended CONNECT (RFC
+ * 8441) must come out as a GET upgrade without body framing, with exactly one
+ * Upgrade: websocket, one Connection: Upgrade and one Sec-WebSocket-Key, the
+ * gateway's; any other request must not come out as an upgrade.
  *
  * Input: byte 0 holds flags (bit 0: END_STREAM with the head); then fields,
  * each as [name length][name][value length][value] (lengths one byte).
@@ -52,8 +55,30 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
+static const char ws_key[SY_H2_WS_KEY_LEN] = "ZnV6ei1rZXktMDEyMzQ1Ng==";
+
+static int one_field(const struct sy_h1_header *h, size_t n, const char *name, const char *value)
+{
+    const struct sy_h1_header *f = sy_h1_find(h, n, sy_str_make(name, strlen(name)));
+    return fuzz_count_headers(h, n, name) == 1 &&
+           sy_str_eq(f->value, sy_str_make(value, strlen(value)));
+}
+
+static void check_websocket(const struct sy_h1_request *r, const struct sy_h1_framing *f)
+{
+    char key[SY_H2_WS_KEY_LEN + 1];
+    memcpy(key, ws_key, SY_H2_WS_KEY_LEN);
+    key[SY_H2_WS_KEY_LEN] = '\0';
+    if (!sy_str_eq(r->method, SY_STR_LIT("GET")) || !f->upgrade || f->body != SY_H1_BODY_NONE)
+        abort();
+    if (!one_field(r->headers, r->num_headers, "upgrade", "websocket") ||
+        !one_field(r->headers, r->num_headers, "connection", "Upgrade") ||
+        !one_field(r->headers, r->num_headers, "sec-websocket-key", key))
+        abort();
+}
+
 static void check_upstream_head(struct sy_exchange *x, size_t fields_in, int chunked,
-                                const char *out, size_t len)
+                                int websocket, const char *out, size_t len)
 {
     static struct sy_h1_header h[SY_MAX_HEADERS_CAP + 16];
     struct sy_h1_request r = {.headers = h};
@@ -65,9 +90,14 @@ static void check_upstream_head(struct sy_exchange *x, size_t fields_in, int chu
     if (fuzz_count_headers(h, r.num_headers, "host") != 1 || !x->rf.host ||
         !sy_str_eq(f.host->value, x->rf.host->value))
         abort();
+    if (websocket)
+        check_websocket(&r, &f);
+    else if (f.upgrade)
+        abort(); /* upgrade and connection are refused on HTTP/2 */
     /* Each field the client sent is one line at most; the gateway adds X-Forwarded-For,
-     * -Proto, -Host, X-Request-Id and Transfer-Encoding (chunked). */
-    if (r.num_headers > fields_in + 5)
+     * -Proto, -Host, X-Request-Id and Transfer-Encoding (chunked), or the three fields of
+     * an upgrade. */
+    if (r.num_headers > fields_in + 5 + (websocket ? 2 : 0))
         abort();
 }
 
@@ -108,9 +138,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct sy_h1_request req;
     char *bytes = NULL;
     int chunked = 0;
+    if (head.protocol.set)
+        memcpy(head.ws_key, ws_key, SY_H2_WS_KEY_LEN);
     int r = sy_h2_head_finish(&head, end_stream, 8192, &req, hv, &bytes, &chunked);
     if (r != 0) {
-        if (r > 0 && r != 414 && r != 431)
+        if (r > 0 && r != 414 && r != 431 && r != 501)
             abort();
         return 0;
     }
@@ -124,11 +156,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int status = 0;
     if (sy_h1_request_framing(&x->req, &x->rf, &status) == 0) {
         x->req.target = x->rf.target;
-        if (x->rf.upgrade)
-            abort(); /* upgrade and connection are refused on HTTP/2 */
+        if (x->rf.upgrade != head.websocket)
+            abort(); /* upgrade and connection are refused on HTTP/2 but for RFC 8441 */
+        x->req_done = x->rf.body == SY_H1_BODY_NONE;
+        x->upgrade = x->rf.upgrade && x->req_done; /* as exchange.c's prepare() */
         size_t n = sy_build_upstream_head(x, up, sizeof(up));
         if (n > 0)
-            check_upstream_head(x, nfields, chunked, up, n);
+            check_upstream_head(x, nfields, chunked, head.websocket, up, n);
     }
     sy_free(bytes);
     return 0;

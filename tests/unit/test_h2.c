@@ -131,3 +131,75 @@ Test(h2, limits)
     cr_assert_eq(h.status, 431);
     sy_h2_head_free(&h);
 }
+
+#define WS_CONNECT {":method", "CONNECT"}, {":protocol", "websocket"}, {":scheme", "https"}, \
+                   {":path", "/cable"}, {":authority", "a.test"}
+
+/* RFC 8441: an extended CONNECT becomes an Upgrade GET with our key, the client's dropped. */
+Test(h2, extended_connect_becomes_an_upgrade_get)
+{
+    const struct fld f[] = {WS_CONNECT, {"sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="},
+                            {"sec-websocket-version", "13"}, {"cookie", "a=1"},
+                            {"cookie", "b=2"}, {NULL, NULL}};
+    static struct sy_h2_head h;
+    sy_h2_head_reset(&h, 16384, 100);
+    for (const struct fld *p = f; p->n; p++)
+        cr_assert_eq(sy_h2_head_add(&h, (const uint8_t *)p->n, strlen(p->n),
+                                    (const uint8_t *)p->v, strlen(p->v)), 0);
+    cr_assert(h.protocol.set);
+    const uint8_t nonce[16] = {0};
+    sy_h2_ws_key(nonce, h.ws_key);
+    cr_assert_eq(memcmp(h.ws_key, "AAAAAAAAAAAAAAAAAAAAAA==", SY_H2_WS_KEY_LEN), 0);
+    struct sy_h1_request req;
+    char *bytes = NULL;
+    int chunked = -1;
+    cr_assert_eq(sy_h2_head_finish(&h, 0, 64, &req, hv, &bytes, &chunked), 0);
+    cr_assert_eq(h.websocket, 1);
+    cr_assert_eq(chunked, 0);
+    cr_assert(sy_str_eq(req.method, SY_STR_LIT("GET")));
+    cr_assert(sy_str_eq(req.target, SY_STR_LIT("/cable")));
+    cr_assert_eq(req.num_headers, 6);
+    cr_assert(sy_str_eq(hv[0].name, SY_STR_LIT("host")) && sy_str_eq(hv[0].value, SY_STR_LIT("a.test")));
+    cr_assert(sy_str_eq(hv[1].name, SY_STR_LIT("Upgrade")) &&
+              sy_str_eq(hv[1].value, SY_STR_LIT("websocket")));
+    cr_assert(sy_str_eq(hv[2].name, SY_STR_LIT("Connection")) &&
+              sy_str_eq(hv[2].value, SY_STR_LIT("Upgrade")));
+    cr_assert(sy_str_eq(hv[3].name, SY_STR_LIT("Sec-WebSocket-Key")) &&
+              sy_str_eq(hv[3].value, SY_STR_LIT("AAAAAAAAAAAAAAAAAAAAAA==")));
+    cr_assert(sy_str_eq(hv[4].name, SY_STR_LIT("sec-websocket-version")));
+    cr_assert(sy_str_eq(hv[5].value, SY_STR_LIT("a=1; b=2")));
+    sy_free(bytes);
+    sy_h2_head_free(&h);
+}
+
+Test(h2, extended_connect_refusals)
+{
+    const struct fld other[] = {{":method", "CONNECT"}, {":protocol", "connect-udp"},
+                                {":scheme", "https"}, {":path", "/"}, {":authority", "a.test"},
+                                {NULL, NULL}};
+    cr_assert_eq(status_of(other, 0), 501);
+    const struct fld bad[][8] = {
+        {{":method", "GET"}, {":protocol", "websocket"}, {":scheme", "https"}, {":path", "/"},
+         {":authority", "a.test"}, {NULL, NULL}},
+        {{":method", "CONNECT"}, {":protocol", "websocket"}, {":scheme", "https"},
+         {":path", "/"}, {NULL, NULL}},
+        {{":method", "CONNECT"}, {":protocol", "websocket"}, {":scheme", "https"},
+         {":authority", "a.test"}, {NULL, NULL}},
+        {WS_CONNECT, {"content-length", "0"}, {NULL, NULL}},
+        {WS_CONNECT, {":protocol", "websocket"}, {NULL, NULL}},
+        {{":method", "CONNECT"}, {":authority", "a.test:443"}, {NULL, NULL}},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        cr_assert_eq(status_of(bad[i], 0), -1, "case %zu", i);
+}
+
+/* RFC 6455 §1.3's example. */
+Test(h2, websocket_accept)
+{
+    cr_assert(sy_h2_ws_accept_ok("dGhlIHNhbXBsZSBub25jZQ==",
+                                 SY_STR_LIT("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")));
+    cr_assert(!sy_h2_ws_accept_ok("dGhlIHNhbXBsZSBub25jZQ==",
+                                  SY_STR_LIT("s3pPLMBiTxaQ9kYGzzhZRbK+xOo")));
+    cr_assert(!sy_h2_ws_accept_ok("dGhlIHNhbXBsZSBub25jZQ==",
+                                  SY_STR_LIT("t3pPLMBiTxaQ9kYGzzhZRbK+xOo=")));
+}
