@@ -436,7 +436,7 @@ def test_rapid_reset_gets_goaway(start_h2):
             break
     c.wait_closed(10)
     assert c.goaway == ENHANCE_YOUR_CALM, c.goaway
-    assert "too many stream resets" in gw.stderr_text()
+    wait_for(lambda: "too many stream resets" in gw.stderr_text(), 5, what="the warning")
     # the gateway is fine
     c2 = gw.client()
     assert c2.get("/after").status == 200
