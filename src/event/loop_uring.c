@@ -45,14 +45,20 @@
 #define MAX_EVENTS 256
 #define SOCK_EVENTS (EPOLLIN | EPOLLOUT | EPOLLRDHUP)
 
+/* 16 bytes per registered socket: the only memory an idle connection adds to user space. */
 struct slot {
-    struct sy_io *io;          /* NULL once deleted (the poll may still be armed) */
+    union {
+        struct sy_io *io;      /* in use: NULL once deleted (the poll may still be armed) */
+        uint32_t next_free;    /* free: the free list, index + 1 */
+    };
     uint32_t gen;              /* bumped at each reuse: stale completions are dropped */
-    uint32_t next_free;        /* free list, index + 1 */
     unsigned armed : 1;        /* a poll request is in the kernel (or queued) */
     unsigned listener : 1;     /* one-shot poll, re-armed while enabled */
     unsigned enabled : 1;
+    unsigned used : 1;         /* not on the free list */
 };
+
+_Static_assert(sizeof(struct slot) == 16, "a slot per registered socket stays 16 bytes");
 
 struct sy_uring {
     struct io_uring ring;
@@ -79,7 +85,7 @@ static struct slot *slot_of(struct sy_uring *ur, uint64_t ud)
     if (!idx || idx > ur->nslots)
         return NULL;
     struct slot *s = &ur->slots[idx - 1];
-    return s->gen == (uint32_t)(ud >> 32) ? s : NULL;
+    return s->used && s->gen == (uint32_t)(ud >> 32) ? s : NULL;
 }
 
 static struct slot *slot_new(struct sy_uring *ur)
@@ -99,12 +105,13 @@ static struct slot *slot_new(struct sy_uring *ur)
     uint32_t gen = s->gen + 1;
     memset(s, 0, sizeof(*s));
     s->gen = gen;
+    s->used = 1;
     return s;
 }
 
 static void slot_free(struct sy_uring *ur, struct slot *s)
 {
-    s->io = NULL;
+    s->used = 0;
     s->gen++;
     s->next_free = ur->free_head;
     ur->free_head = (uint32_t)(s - ur->slots) + 1;
