@@ -23,7 +23,9 @@ CONFIGS = os.path.join(BENCH, "configs")
 VERSION_HEADER = "X-Postfacto-Version"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-PROXIES = ["nginx", "haproxy", "caddy", "switchyard"]
+PROXIES = ["nginx", "haproxy", "caddy", "switchyard", "switchyard_uring"]
+# The same binary on each event loop backend (--io-backend): "switchyard" is the epoll row.
+SY_BACKEND = {"switchyard": "epoll", "switchyard_uring": "io_uring"}
 # Interleaving order inside each round; "direct" is upstream A without a proxy.
 ORDER = ["direct"] + PROXIES
 LABEL = {
@@ -31,7 +33,8 @@ LABEL = {
     "nginx": "nginx",
     "haproxy": "haproxy",
     "caddy": "caddy",
-    "switchyard": "switchyard",
+    "switchyard": "switchyard (epoll)",
+    "switchyard_uring": "switchyard (io_uring)",
 }
 
 
@@ -333,6 +336,7 @@ def pick_ports(base):
         "haproxy_http": 20, "haproxy_https": 21,
         "caddy_http": 30, "caddy_https": 31,
         "switchyard_http": 40, "switchyard_https": 41, "switchyard_admin": 42,
+        "switchyard_uring_http": 43, "switchyard_uring_https": 44, "switchyard_uring_admin": 45,
     }
     for attempt in range(20):
         b = base + attempt * 100
@@ -389,20 +393,20 @@ def start_target(t, run_dir, values, args):
         env.update(GOMAXPROCS="2", HOME=run_dir, XDG_CONFIG_HOME=os.path.join(run_dir, "caddy-config"),
                    XDG_DATA_HOME=os.path.join(run_dir, "caddy-data"))
         argv = ["caddy", "run", "--adapter", "caddyfile", "--config", cfg]
-    elif name == "switchyard":
+    elif name in SY_BACKEND:
         if args.switchyard_build_failed:
             t.disable("build failed: see %s" % args.switchyard_build_failed)
             return
         if not os.access(args.switchyard, os.X_OK):
             t.disable("no binary at %s" % args.switchyard)
             return
-        cfg = render("switchyard.yaml", os.path.join(run_dir, "switchyard.yaml"), values)
-        argv = [args.switchyard, "-c", cfg]
+        cfg = render("switchyard.yaml", os.path.join(run_dir, "%s.yaml" % name), values)
+        argv = [args.switchyard, "--io-backend=" + SY_BACKEND[name], "-c", cfg]
     else:
         raise ValueError(name)
 
     logfile = os.path.join(run_dir, "%s.log" % name)
-    if name == "switchyard":
+    if name in SY_BACKEND:
         chk = subprocess.run([args.switchyard, "-t", "-c", cfg], stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, timeout=20)
         if chk.returncode != 0:
@@ -410,16 +414,17 @@ def start_target(t, run_dir, values, args):
                 chk.returncode, chk.stdout.decode("utf-8", "replace").strip()[:300]))
     t.proc = Proc(name, argv, logfile, env=env, cwd=run_dir)
     missing = wait_ports(t.proc, [t.http_port, t.https_port])
-    if not t.proc.alive() and name == "switchyard":
+    if not t.proc.alive() and name in SY_BACKEND:
         # The build may not know the https listener / tls section yet: retry plain HTTP.
         log("switchyard exited at start with the full config:\n%s" % t.proc.tail())
         with open(cfg) as f:
             plain = strip_https(f.read())
-        cfg = os.path.join(run_dir, "switchyard-http-only.yaml")
+        cfg = os.path.join(run_dir, "%s-http-only.yaml" % name)
         with open(cfg, "w") as f:
             f.write(plain)
         log("retrying switchyard without the https listener and tls section (%s)" % cfg)
-        t.proc = Proc(name, [args.switchyard, "-c", cfg], logfile, env=env, cwd=run_dir)
+        t.proc = Proc(name, [args.switchyard, "--io-backend=" + SY_BACKEND[name], "-c", cfg], logfile,
+                      env=env, cwd=run_dir)
         missing = wait_ports(t.proc, [t.http_port, t.https_port])
         t.disable("not supported by this build: config with https/tls refused at start", https_only=True)
     if not t.proc.alive():
@@ -431,7 +436,7 @@ def start_target(t, run_dir, values, args):
         t.disable("HTTP listener 127.0.0.1:%d never came up; log %s" % (t.http_port, logfile))
         return
     if t.https_port in missing:
-        hint = "not supported by this build" if name == "switchyard" else "failed"
+        hint = "not supported by this build" if name in SY_BACKEND else "failed"
         t.disable("%s: HTTPS listener 127.0.0.1:%d never came up" % (hint, t.https_port), https_only=True)
 
 
@@ -716,16 +721,17 @@ def main():
 
     targets["direct"].version = tool_version(["nginx", "-v"])
     versions = {"nginx": ["nginx", "-v"], "haproxy": ["haproxy", "-v"], "caddy": ["caddy", "version"],
-                "switchyard": [args.switchyard, "--version"]}
+                "switchyard": [args.switchyard, "--version"],
+                "switchyard_uring": [args.switchyard, "--version"]}
     for n in PROXIES:
         t = targets[n]
         t.http_port, t.https_port = ports[n + "_http"], ports[n + "_https"]
         if t.status != "ok":
             continue
-        t.version = tool_version(versions[n]) if (n != "switchyard" or os.access(args.switchyard, os.X_OK)) else None
+        t.version = tool_version(versions[n]) if (n not in SY_BACKEND or os.access(args.switchyard, os.X_OK)) else None
         v = dict(values, PORT_HTTP=t.http_port, PORT_HTTPS=t.https_port)
-        if n == "switchyard":
-            v["PORT_ADMIN"] = ports["switchyard_admin"]
+        if n in SY_BACKEND:
+            v["PORT_ADMIN"] = ports[n + "_admin"]
         start_target(t, run_dir, v, args)
         log("   %-10s %s" % (n, "started (pid %d)" % t.proc.pid if t.status == "ok" else "n/a"))
 
@@ -792,7 +798,7 @@ def main():
                 if "error" in res:
                     loud("%s %s: %s" % (n, kind, res["error"]))
                 else:
-                    log("   %-20s %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms  cpu %6s us/req%s" % (
+                    log("   %-22s %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms  cpu %6s us/req%s" % (
                         LABEL[n], res["rps"], res["p50_ms"], res["p99_ms"],
                         fmt(res["cpu_us_per_req"], ".1f"),
                         ("  (" + res["warning"] + ")") if "warning" in res else ""))
@@ -858,7 +864,7 @@ def main():
     for kind in ("http", "https", "handshake", "resumed"):
         out("")
         out(titles[kind])
-        out("  %-20s %10s %9s %9s %10s %9s %11s" % ("", "req/s", "p50 ms", "p99 ms", "cpu us/req",
+        out("  %-22s %10s %9s %9s %10s %9s %11s" % ("", "req/s", "p50 ms", "p99 ms", "cpu us/req",
                                                      "segs/req" if kind != "handshake" else "",
                                                      "rss KiB" if kind in ("http", "https") else ""))
         if kind in ("http", "https"):
@@ -867,16 +873,16 @@ def main():
         for n in (ORDER if kind == "http" else PROXIES):
             w = why(n, kind)
             if w and not summary[n][kind]:
-                out("  %-20s n/a (%s)" % (LABEL[n], w))
+                out("  %-22s n/a (%s)" % (LABEL[n], w))
                 continue
             s = summary[n][kind]
             if not s:
-                out("  %-20s n/a (no successful run)" % LABEL[n])
+                out("  %-22s n/a (no successful run)" % LABEL[n])
                 continue
             rss = ""
             if kind in ("http", "https") and n != "direct":
                 rss = fmt(memget(n, "rss_after_%s_kib" % kind), "d")
-            out("  %-20s %10.0f %9.3f %9.3f %10s %9s %11s%s" % (
+            out("  %-22s %10.0f %9.3f %9.3f %10s %9s %11s%s" % (
                 LABEL[n], s["rps"], s["p50_ms"], s["p99_ms"], fmt(s["cpu_us_per_req"], ".1f"),
                 fmt(s.get("tcp_segs_per_req"), ".2f") if kind != "handshake" else "", rss,
                 "  errors=%d" % s["errors"] if s["errors"] else ""))
@@ -891,7 +897,7 @@ def main():
     out("in kernel = the part of the proxy's own CPU spent in system calls and the network stack;")
     out("busy = share of the %d CPUs the three used together during the run)" % ncpu)
     for kind in ("http", "https"):
-        out("  %-8s %-20s %9s %9s %9s %9s %9s %7s" % (kind, "", "proxy", "in kernel", "client", "upstream",
+        out("  %-8s %-22s %9s %9s %9s %9s %9s %7s" % (kind, "", "proxy", "in kernel", "client", "upstream",
                                                      "total", "busy"))
         best = None
         for n in (ORDER if kind == "http" else PROXIES):
@@ -902,7 +908,7 @@ def main():
             total = sum(parts)
             if n in ("nginx", "haproxy") and (best is None or sm["rps"] > best[1]):
                 best = (n, sm["rps"], total)
-            out("  %-8s %-20s %9.1f %9s %9.1f %9s %9.1f %6.0f%%" % (
+            out("  %-8s %-22s %9.1f %9s %9.1f %9s %9.1f %6.0f%%" % (
                 "", LABEL[n], parts[0], fmt(sm.get("kernel_cpu_us_per_req"), ".1f"), parts[1],
                 fmt(sm["upstream_cpu_us_per_req"], ".1f") if n != "direct" else "-",
                 total, 100.0 * total * sm["rps"] / 1e6 / ncpu))
@@ -932,50 +938,58 @@ def main():
                 % ("", ", ".join(per_core)))
     out("")
     out("Memory (RSS summed over all processes of each server, KiB)")
-    out("  %-20s %10s %11s %13s %12s" % ("", "idle", "after load", "%d idle conns" % cfg["idle_connections"],
+    out("  %-22s %10s %11s %13s %12s" % ("", "idle", "after load", "%d idle conns" % cfg["idle_connections"],
                                          "bytes/conn"))
     for n in ORDER:
         t = targets[n]
         if "rss_idle_kib" not in t.memory:
-            out("  %-20s n/a (%s)" % (LABEL[n], (t.reason or "?").splitlines()[0]))
+            out("  %-22s n/a (%s)" % (LABEL[n], (t.reason or "?").splitlines()[0]))
             continue
         ic = t.memory.get("idle_connections") or {}
         conns = ic.get("rss_conns_kib")
-        out("  %-20s %10d %11s %13s %12s%s" % (
+        out("  %-22s %10d %11s %13s %12s%s" % (
             LABEL[n], t.memory["rss_idle_kib"], fmt(t.memory.get("rss_after_load_kib"), "d"),
             fmt(conns, "d"), fmt(ic.get("per_conn_bytes"), "d"),
             "  (" + ic["warning"] + ")" if ic.get("warning") else
             ("  (" + ic["error"] + ")" if ic.get("error") else "")))
 
     ratios = {}
-    for base in ("nginx", "haproxy", "direct"):
+    for sy, base in [(sy, base) for sy in SY_BACKEND for base in ("nginx", "haproxy", "direct")]:
         r = {
-            "http_rps": ratio(get("switchyard", "http", "rps"), get(base, "http", "rps")),
-            "http_p99": ratio(get("switchyard", "http", "p99_ms"), get(base, "http", "p99_ms")),
-            "http_cpu_per_req": ratio(get("switchyard", "http", "cpu_us_per_req"),
+            "http_rps": ratio(get(sy, "http", "rps"), get(base, "http", "rps")),
+            "http_p99": ratio(get(sy, "http", "p99_ms"), get(base, "http", "p99_ms")),
+            "http_cpu_per_req": ratio(get(sy, "http", "cpu_us_per_req"),
                                       get(base, "http", "cpu_us_per_req")),
         }
         if base != "direct":
             r.update({
-                "https_rps": ratio(get("switchyard", "https", "rps"), get(base, "https", "rps")),
-                "https_p99": ratio(get("switchyard", "https", "p99_ms"), get(base, "https", "p99_ms")),
-                "handshakes": ratio(get("switchyard", "handshake", "rps"), get(base, "handshake", "rps")),
-                "handshake_cpu": ratio(get("switchyard", "handshake", "cpu_us_per_req"),
+                "https_rps": ratio(get(sy, "https", "rps"), get(base, "https", "rps")),
+                "https_p99": ratio(get(sy, "https", "p99_ms"), get(base, "https", "p99_ms")),
+                "handshakes": ratio(get(sy, "handshake", "rps"), get(base, "handshake", "rps")),
+                "handshake_cpu": ratio(get(sy, "handshake", "cpu_us_per_req"),
                                        get(base, "handshake", "cpu_us_per_req")),
-                "resumed": ratio(get("switchyard", "resumed", "rps"), get(base, "resumed", "rps")),
-                "rss_idle": ratio(memget("switchyard", "rss_idle_kib"), memget(base, "rss_idle_kib")),
-                "bytes_per_conn": ratio(memget("switchyard", "per_conn_bytes"), memget(base, "per_conn_bytes")),
+                "resumed": ratio(get(sy, "resumed", "rps"), get(base, "resumed", "rps")),
+                "rss_idle": ratio(memget(sy, "rss_idle_kib"), memget(base, "rss_idle_kib")),
+                "bytes_per_conn": ratio(memget(sy, "per_conn_bytes"), memget(base, "per_conn_bytes")),
             })
-        ratios["switchyard/" + base] = r
+        ratios["%s/%s" % (sy, base)] = r
     out("")
     out("Ratios (switchyard / other; req/s higher is better, p99, cpu and memory lower is better)")
     cols = ["http_rps", "http_p99", "http_cpu_per_req", "https_rps", "https_p99", "handshakes",
             "handshake_cpu", "resumed", "rss_idle", "bytes_per_conn"]
     heads = ["http req/s", "http p99", "http cpu", "https req/s", "https p99", "handshakes",
              "hs cpu", "resumed", "rss idle", "bytes/conn"]
-    out("  %-20s" % "" + "".join("%12s" % h for h in heads))
+    out("  %-24s" % "" + "".join("%12s" % h for h in heads))
     for k, r in ratios.items():
-        out("  %-20s" % k + "".join("%12s" % fmt(r.get(c), ".2f") for c in cols))
+        out("  %-24s" % k + "".join("%12s" % fmt(r.get(c), ".2f") for c in cols))
+    io = {k: ratio(get("switchyard_uring", kind, key), get("switchyard", kind, key))
+          for k, kind, key in (("http_rps", "http", "rps"), ("http_p99", "http", "p99_ms"),
+                               ("http_cpu_per_req", "http", "cpu_us_per_req"),
+                               ("https_rps", "https", "rps"), ("https_p99", "https", "p99_ms"))}
+    io.update(bytes_per_conn=ratio(memget("switchyard_uring", "per_conn_bytes"),
+                                   memget("switchyard", "per_conn_bytes")))
+    ratios["switchyard_uring/switchyard"] = io
+    out("  %-24s" % "io_uring/epoll" + "".join("%12s" % fmt(io.get(c), ".2f") for c in cols))
     if targets["switchyard"].status != "ok" and not targets["switchyard"].runs["http"]:
         out("  (switchyard n/a: %s)" % targets["switchyard"].reason.splitlines()[0])
     elapsed = time.monotonic() - started

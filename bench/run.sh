@@ -5,7 +5,8 @@
 #   bench/run.sh --quick    short run (under a minute)
 #
 # Options (after the mode):  --no-build   use the existing build/switchyard
-#                            --only LIST  comma list of proxies (nginx,haproxy,caddy,switchyard)
+#                            --only LIST  comma list of proxies (nginx,haproxy,caddy,switchyard,
+#                                         switchyard_uring: the io_uring row)
 # Environment: BENCH_PORT_BASE (default 28000), BENCH_CLIENT_CPU (default 1; empty = no pinning).
 # See bench/README.md.
 set -euo pipefail
@@ -25,7 +26,7 @@ while [ $# -gt 0 ]; do
         --quick) MODE=(--quick) ;;
         --no-build) BUILD=0 ;;
         --only) PASS+=(--only "$2"); shift ;;
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
     esac
     shift

@@ -35,7 +35,7 @@ SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-fram
 # shellcheck disable=SC2089
 CFLAGS="-std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -g -O1 -Isrc \
 -DSY_VERSION=\"fuzz\" -DSY_FUZZING $SAN"
-LIBS="-lssl -lcrypto -lyaml -ljansson -lnghttp2 -lpthread -ldl"
+LIBS="-lssl -lcrypto -lyaml -ljansson -lnghttp2 -luring -lpthread -ldl"
 
 command -v "$CLANG" >/dev/null || { echo "fuzz: $CLANG not found" >&2; exit 1; }
 mkdir -p "$OUT/obj" "$OUT/artifacts"

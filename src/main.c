@@ -31,6 +31,12 @@ static const char usage[] =
     "       switchyard -t -c FILE     check FILE (and its certificates) and exit\n"
     "       switchyard --version      print the version\n"
     "       switchyard --help         this text\n"
+    "Options: --io-backend=epoll|io_uring|auto\n"
+    "                                 the event loops' system interface; overrides the\n"
+    "                                 io_backend key (default epoll) and the\n"
+    "                                 SWITCHYARD_IO_BACKEND environment variable. auto:\n"
+    "                                 io_uring when the kernel and the sandbox allow it,\n"
+    "                                 else epoll (logged); io_uring: fail if refused\n"
     "\n"
     "Switchyard is an HTTP/1.1, HTTP/2 and HTTPS gateway that sends each request to the\n"
     "version of an application it asks for (by header, query parameter or pin\n"
@@ -385,6 +391,32 @@ static void drain_and_exit(void)
     _exit(0);
 }
 
+/*
+ * The event loops' backend, once for the process: `want` from the command
+ * line, the environment or the io_backend key. auto takes io_uring when a
+ * probe ring works (a seccomp profile may refuse it) and says why it did not;
+ * io_uring asked for explicitly and refused is an error.
+ */
+static int choose_backend(enum sy_loop_backend want)
+{
+    sy_proc.io_backend = SY_LOOP_EPOLL;
+    if (want == SY_LOOP_EPOLL)
+        return 0;
+    int rc = sy_loop_uring_probe();
+    if (rc == 0) {
+        sy_proc.io_backend = SY_LOOP_URING;
+        return 0;
+    }
+    if (want == SY_LOOP_URING) {
+        fprintf(stderr, "switchyard: io_backend io_uring: io_uring is not available here: %s\n",
+                strerror(-rc));
+        return -1;
+    }
+    sy_log_info("main", "io_uring is not available here (%s): the event loops use epoll",
+                strerror(-rc));
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *path = NULL;
@@ -394,8 +426,10 @@ int main(int argc, char **argv)
         {"test", no_argument, NULL, 't'},
         {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
+        {"io-backend", required_argument, NULL, 'B'},
         {NULL, 0, NULL, 0},
     };
+    const char *backend_arg = NULL;
     int ch;
     while ((ch = getopt_long(argc, argv, "c:tVvh", opts, NULL)) != -1) {
         switch (ch) {
@@ -412,6 +446,9 @@ int main(int argc, char **argv)
         case 'h':
             fputs(usage, stdout);
             return 0;
+        case 'B':
+            backend_arg = optarg;
+            break;
         default:
             fputs(usage, stderr);
             return 2;
@@ -420,6 +457,18 @@ int main(int argc, char **argv)
     if (!path || optind != argc) {
         fputs(usage, stderr);
         return 2;
+    }
+    const char *env_backend = getenv("SWITCHYARD_IO_BACKEND");
+    enum sy_loop_backend forced = SY_LOOP_AUTO;
+    int have_forced = 0;
+    if (backend_arg || (env_backend && *env_backend)) {
+        const char *v = backend_arg ? backend_arg : env_backend;
+        if (sy_loop_backend_parse(v, &forced) < 0) {
+            fprintf(stderr, "switchyard: %s: unknown I/O backend \"%s\" (auto, epoll, io_uring)\n",
+                    backend_arg ? "--io-backend" : "SWITCHYARD_IO_BACKEND", v);
+            return 2;
+        }
+        have_forced = 1;
     }
 
     char *err = NULL;
@@ -456,6 +505,8 @@ int main(int argc, char **argv)
     }
     watch_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 
+    if (choose_backend(have_forced ? forced : (enum sy_loop_backend)cfg->io_backend) < 0)
+        return 1;
     raise_nofile(cfg->limits.max_connections);
     sy_proc.start_time = (uint64_t)time(NULL);
     sy_proc.nworkers = cfg->workers ? cfg->workers : cpu_count();
@@ -486,12 +537,13 @@ int main(int argc, char **argv)
         if (watcher)
             sy_tls_watch_set(watcher, cfg);
     }
-    sy_log_info("main", "switchyard %s serving %s%s%s%s%s with %u worker(s), epoll", SY_VERSION,
+    sy_log_info("main", "switchyard %s serving %s%s%s%s%s with %u worker(s), %s", SY_VERSION,
                 cfg->listen_http.set ? "http " : "",
                 cfg->listen_http.set ? cfg->listen_http.text : "",
                 cfg->listen_https.set ? " https " : "",
                 cfg->listen_https.set ? cfg->listen_https.text : "",
-                cfg->listen_admin.set ? " (admin on the admin listener)" : "", sy_proc.nworkers);
+                cfg->listen_admin.set ? " (admin on the admin listener)" : "", sy_proc.nworkers,
+                sy_loop_backend_name(sy_proc.io_backend));
 
     uint64_t last_trim = mono_ms();
     int wait_ms = 1000;

@@ -22,6 +22,7 @@
 #include "core/alloc.h"
 #include "core/log.h"
 #include "core/str.h"
+#include "event/loop.h"
 
 #define MAX_FILE_BYTES (4u << 20)
 #define MAX_SERVERS 1024
@@ -304,6 +305,19 @@ static int load_workers(struct ctx *c, yaml_node_t *n)
         return 0;
     }
     return uint_value(c, n, "workers", 1, 256, &c->cfg->workers);
+}
+
+static int load_io_backend(struct ctx *c, yaml_node_t *n)
+{
+    const char *s;
+    enum sy_loop_backend b;
+
+    if (scalar(c, n, "io_backend", &s) < 0)
+        return -1;
+    if (sy_loop_backend_parse(s, &b) < 0)
+        return fail(c, n, "io_backend: unknown backend \"%s\" (auto, epoll, io_uring)", s);
+    c->cfg->io_backend = (int)b;
+    return 0;
 }
 
 static int load_limits(struct ctx *c, yaml_node_t *n)
@@ -1270,6 +1284,8 @@ static int load_tls(struct ctx *c, yaml_node_t *n)
 static void set_defaults(struct sy_config *cfg)
 {
     cfg->workers = 0;
+    /* Not auto: the io_uring backend does not beat epoll yet (docs/internals/event-loop.md). */
+    cfg->io_backend = SY_LOOP_EPOLL;
     cfg->limits.max_connections = 10000;
     cfg->limits.max_request_head = 16384;
     cfg->limits.max_headers = 100;
@@ -1295,12 +1311,15 @@ static int load_root(struct ctx *c, yaml_node_t *root)
 {
     struct field f[] = {{"workers", 0, 0}, {"listen", 0, 0},    {"limits", 0, 0},
                         {"timeouts", 0, 0}, {"log", 0, 0},      {"upstreams", 0, 0},
-                        {"sites", 0, 0},    {"tls", 0, 0},      {"http2", 0, 0}};
+                        {"sites", 0, 0},    {"tls", 0, 0},      {"http2", 0, 0},
+                        {"io_backend", 0, 0}};
     struct sy_config *cfg = c->cfg;
 
-    if (get_fields(c, root, "configuration", f, 9) < 0)
+    if (get_fields(c, root, "configuration", f, 10) < 0)
         return -1;
     if (f[0].val && load_workers(c, f[0].val) < 0)
+        return -1;
+    if (f[9].val && load_io_backend(c, f[9].val) < 0)
         return -1;
     if (!f[1].val)
         return missing(c, root, "configuration", "listen");

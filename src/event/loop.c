@@ -1,7 +1,6 @@
 #include "event/loop.h"
 
 #include <errno.h>
-#include <stdatomic.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -10,23 +9,9 @@
 
 #include "core/alloc.h"
 #include "core/log.h"
+#include "event/loop_int.h"
 
 #define MAX_EVENTS 256
-
-struct sy_loop {
-    int epfd;
-    int stop;
-    int dispatching;           /* inside an event batch or its timers */
-    uint64_t now;
-    struct sy_timer **heap;
-    size_t nheap, capheap;
-    struct sy_io wake_io;
-    atomic_int wake_pending;
-    sy_loop_wake_cb wake_cb;
-    void *wake_arg;
-    sy_loop_idle_cb idle_cb;
-    void *idle_arg;
-};
 
 static uint64_t mono_ms(void)
 {
@@ -35,7 +20,7 @@ static uint64_t mono_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-static void wake_read(struct sy_io *io, uint32_t events)
+void sy__loop_wake_read(struct sy_io *io, uint32_t events)
 {
     (void)events;
     struct sy_loop *loop = (struct sy_loop *)((char *)io - offsetof(struct sy_loop, wake_io));
@@ -47,19 +32,48 @@ static void wake_read(struct sy_io *io, uint32_t events)
         loop->wake_cb(loop, loop->wake_arg);
 }
 
-struct sy_loop *sy_loop_new(void)
+static const char *const backend_names[] = {"auto", "epoll", "io_uring"};
+
+const char *sy_loop_backend_name(enum sy_loop_backend b)
+{
+    return (unsigned)b < 3 ? backend_names[b] : "?";
+}
+
+int sy_loop_backend_parse(const char *s, enum sy_loop_backend *out)
+{
+    for (int i = 0; i < 3; i++) {
+        if (strcmp(s, backend_names[i]) == 0) {
+            *out = (enum sy_loop_backend)i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+struct sy_loop *sy_loop_new(enum sy_loop_backend b, const char **why)
 {
     struct sy_loop *loop = sy_calloc(1, sizeof(*loop));
-    loop->epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (loop->epfd < 0) {
+    loop->epfd = -1;
+    if (b != SY_LOOP_EPOLL) {
+        loop->ur = sy__uring_new(why);
+        if (!loop->ur && b == SY_LOOP_URING) {
+            sy_free(loop);
+            return NULL;
+        }
+    }
+    if (!loop->ur && (loop->epfd = epoll_create1(EPOLL_CLOEXEC)) < 0) {
         sy_free(loop);
         return NULL;
     }
     loop->wake_io.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    loop->wake_io.cb = wake_read;
+    loop->wake_io.cb = sy__loop_wake_read;
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &loop->wake_io};
-    if (loop->wake_io.fd < 0 || epoll_ctl(loop->epfd, EPOLL_CTL_ADD, loop->wake_io.fd, &ev) < 0) {
-        close(loop->epfd);
+    if (loop->wake_io.fd < 0 ||
+        (loop->ur ? sy__uring_add(loop->ur, &loop->wake_io, 0)
+                  : epoll_ctl(loop->epfd, EPOLL_CTL_ADD, loop->wake_io.fd, &ev)) < 0) {
+        if (loop->epfd >= 0)
+            close(loop->epfd);
+        sy__uring_free(loop->ur);
         if (loop->wake_io.fd >= 0)
             close(loop->wake_io.fd);
         sy_free(loop);
@@ -69,36 +83,53 @@ struct sy_loop *sy_loop_new(void)
     return loop;
 }
 
+enum sy_loop_backend sy_loop_backend(const struct sy_loop *loop)
+{
+    return loop->ur ? SY_LOOP_URING : SY_LOOP_EPOLL;
+}
+
 void sy_loop_free(struct sy_loop *loop)
 {
     if (!loop)
         return;
+    sy__uring_free(loop->ur);
     close(loop->wake_io.fd);
-    close(loop->epfd);
+    if (loop->epfd >= 0)
+        close(loop->epfd);
     sy_free(loop->heap);
     sy_free(loop);
 }
 
 int sy_loop_add(struct sy_loop *loop, struct sy_io *io)
 {
+    if (loop->ur)
+        return sy__uring_add(loop->ur, io, 0);
     struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = io};
     return epoll_ctl(loop->epfd, EPOLL_CTL_ADD, io->fd, &ev);
 }
 
 int sy_loop_add_listener(struct sy_loop *loop, struct sy_io *io)
 {
+    if (loop->ur)
+        return sy__uring_add(loop->ur, io, 1);
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = io};
     return epoll_ctl(loop->epfd, EPOLL_CTL_ADD, io->fd, &ev);
 }
 
 int sy_loop_listener_enable(struct sy_loop *loop, struct sy_io *io, int on)
 {
+    if (loop->ur)
+        return sy__uring_listener_enable(loop->ur, io, on);
     struct epoll_event ev = {.events = on ? EPOLLIN : 0, .data.ptr = io};
     return epoll_ctl(loop->epfd, EPOLL_CTL_MOD, io->fd, &ev);
 }
 
 void sy_loop_del(struct sy_loop *loop, struct sy_io *io)
 {
+    if (loop->ur) {
+        sy__uring_del(loop->ur, io);
+        return;
+    }
     epoll_ctl(loop->epfd, EPOLL_CTL_DEL, io->fd, NULL);
 }
 
@@ -224,7 +255,7 @@ void sy_loop_stop(struct sy_loop *loop)
     loop->stop = 1;
 }
 
-static void run_timers(struct sy_loop *l)
+void sy__loop_run_timers(struct sy_loop *l)
 {
     while (l->nheap && l->heap[0]->at <= l->now) {
         struct sy_timer *t = l->heap[0];
@@ -235,13 +266,13 @@ static void run_timers(struct sy_loop *l)
 
 void sy_loop_run(struct sy_loop *l)
 {
+    if (l->ur) {
+        sy__uring_run(l);
+        return;
+    }
     struct epoll_event evs[MAX_EVENTS];
     while (!l->stop) {
-        int timeout = -1;
-        if (l->nheap) {
-            uint64_t at = l->heap[0]->at;
-            timeout = at <= l->now ? 0 : (int)(at - l->now > 60000 ? 60000 : at - l->now);
-        }
+        int timeout = sy__loop_timeout(l);
         int n = epoll_wait(l->epfd, evs, MAX_EVENTS, timeout);
         if (n < 0 && errno != EINTR) {
             sy_log_error("loop", "epoll_wait: %s", strerror(errno));
@@ -263,7 +294,7 @@ void sy_loop_run(struct sy_loop *l)
             struct sy_io *io = evs[i].data.ptr;
             io->cb(io, evs[i].events);
         }
-        run_timers(l);
+        sy__loop_run_timers(l);
         l->dispatching = 0;
         if (l->idle_cb)
             l->idle_cb(l, l->idle_arg);

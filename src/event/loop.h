@@ -1,11 +1,14 @@
 /*
- * loop.h: one event loop per worker thread (epoll, edge-triggered) with a
- * deadline heap and a cross-thread wake-up.
+ * loop.h: one event loop per worker thread with a deadline heap and a
+ * cross-thread wake-up, on one of two backends: epoll (loop.c) or io_uring
+ * (loop_uring.c), chosen when the loop is made.
  *
  * Every file descriptor is registered once for EPOLLIN|EPOLLOUT|EPOLLRDHUP
  * in edge-triggered mode and never re-armed: owners remember readiness
  * themselves (see struct sy_io) and act until EAGAIN. This keeps the number
- * of system calls per request at the minimum: no epoll_ctl churn.
+ * of system calls per request at the minimum: no epoll_ctl churn. Under
+ * io_uring the same edges come from multishot poll requests, and the events
+ * handed to the callbacks are the same epoll masks.
  *
  * Everything here is used from the loop's own thread only, except
  * sy_loop_wake().
@@ -26,6 +29,7 @@ struct sy_io {
     int fd;
     sy_io_cb cb;
     int first;                 /* handled before the other events of the same batch */
+    uint32_t _slot;            /* io_uring backend: its registration, index + 1 */
 };
 
 struct sy_timer;
@@ -41,7 +45,31 @@ struct sy_timer {
     sy_timer_cb cb;
 };
 
-struct sy_loop *sy_loop_new(void);
+enum sy_loop_backend {
+    SY_LOOP_AUTO = 0,          /* io_uring when the kernel and the sandbox allow it, else epoll */
+    SY_LOOP_EPOLL,
+    SY_LOOP_URING
+};
+
+/*
+ * Makes a loop on backend b. NULL on failure; with SY_LOOP_URING, *why
+ * (when not NULL) gets the reason io_uring was refused. SY_LOOP_AUTO falls
+ * back to epoll without a word: the caller probes and logs once
+ * (sy_loop_uring_probe). Any thread; the loop then runs on one thread only.
+ */
+struct sy_loop *sy_loop_new(enum sy_loop_backend b, const char **why);
+/* The backend a loop runs on: SY_LOOP_EPOLL or SY_LOOP_URING. */
+enum sy_loop_backend sy_loop_backend(const struct sy_loop *loop);
+/* "auto", "epoll" or "io_uring". */
+const char *sy_loop_backend_name(enum sy_loop_backend b);
+/* Parses a backend name. Returns 0 or -1. */
+int sy_loop_backend_parse(const char *s, enum sy_loop_backend *out);
+/*
+ * Whether io_uring works here with every system call the backend makes
+ * (io_uring_setup, io_uring_register, io_uring_enter; container runtimes'
+ * default seccomp profiles refuse them). Returns 0 or -errno.
+ */
+int sy_loop_uring_probe(void);
 void sy_loop_free(struct sy_loop *loop);
 
 /* Registers fd edge-triggered for read and write. Returns 0 or -1 (errno). */

@@ -194,6 +194,7 @@ struct sy_worker {
 struct sy_process {
     struct sy_worker *workers;
     unsigned nworkers;
+    enum sy_loop_backend io_backend;   /* chosen at start: SY_LOOP_EPOLL or SY_LOOP_URING */
     _Atomic(struct sy_snapshot *) current;
     atomic_ullong reloads_ok, reloads_failed;
     atomic_int draining;

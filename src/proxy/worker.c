@@ -441,9 +441,15 @@ static void *worker_main(void *arg)
 
 int sy_worker_start(struct sy_worker *w, struct sy_snapshot *s)
 {
-    w->loop = w->loop ? w->loop : sy_loop_new();
-    if (!w->loop)
-        return -1;
+    if (!w->loop) {
+        const char *why = NULL;
+        w->loop = sy_loop_new(sy_proc.io_backend, &why);
+        if (!w->loop) {
+            sy_log_error("worker", "worker %u: cannot make its %s loop%s%s", w->id,
+                         sy_loop_backend_name(sy_proc.io_backend), why ? ": " : "", why ? why : "");
+            return -1;
+        }
+    }
     sy_list_init(&w->conns);
     sy_list_init(&w->closed);
     sy_list_init(&w->closed_up);

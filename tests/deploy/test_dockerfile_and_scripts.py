@@ -11,7 +11,8 @@ from conftest import DEPLOY, REPO, run
 LIBS = {"ssl": ("libssl-dev", "libssl3"), "crypto": ("libssl-dev", "libssl3"),
         "yaml": ("libyaml-dev", "libyaml-0-2"), "curl": ("libcurl4-openssl-dev", "libcurl4"),
         "jansson": ("libjansson-dev", "libjansson4"),
-        "nghttp2": ("libnghttp2-dev", "libnghttp2-14"), "pthread": (None, None), "dl": (None, None)}
+        "nghttp2": ("libnghttp2-dev", "libnghttp2-14"), "uring": ("liburing-dev", "liburing2"),
+        "pthread": (None, None), "dl": (None, None)}
 # Loaded at run time with dlopen() rather than linked: the headers at build time, the library at run
 # time (the ACME client's libcurl).
 DLOPENED = {"libcurl4-openssl-dev": "libcurl4"}

@@ -22,7 +22,8 @@ def test_good_reload_applies(retro):
     assert default_served(retro) == "4.2.0"
     retro.reload(retro.config(default="4.1.0"))
     wait_for(lambda: default_served(retro) == "4.1.0", 5, what="the new default to serve")
-    assert re.search(r"reload", retro.stderr_text(), re.I), retro.stderr_text()
+    # The log line is written after the workers got the snapshot, by the log writer thread.
+    wait_for(lambda: re.search(r"reload", retro.stderr_text(), re.I), 5, what="the reload's log line")
     assert retro.metric("switchyard_config_reloads_total", result="ok") == 1
 
 

@@ -1,0 +1,99 @@
+"""The event loop backend: the io_backend key, --io-backend and SWITCHYARD_IO_BACKEND, which one
+wins, what the start line says, and that requests are served on each (the whole suite also runs
+once per backend: make e2e, make e2e-uring)."""
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from helpers import free_port, make_config, wait_for
+
+NO_ENV = {"SWITCHYARD_IO_BACKEND": ""}  # an empty variable counts as unset
+
+
+def uring_allowed(binary, tmp_path):
+    """Whether a gateway forced onto io_uring starts here (the kernel or a seccomp profile may
+    refuse io_uring)."""
+    path = tmp_path / "probe.yaml"
+    path.write_text("listen: {http: \"127.0.0.1:%d\"}\nupstreams: {a: {servers: [\"127.0.0.1:1\"]}}\n"
+                    "sites: [{hosts: [\"*\"], upstream: a}]\n" % free_port())
+    p = subprocess.Popen([binary, "--io-backend=io_uring", "-c", str(path)], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, env=dict(os.environ, **NO_ENV))
+    try:
+        p.wait(1.0)
+        return False, p.stderr.read().decode()
+    except subprocess.TimeoutExpired:
+        p.send_signal(signal.SIGTERM)
+        p.wait(10)
+        return True, ""
+
+
+def start_line(gw):
+    return wait_for(lambda: [l for l in gw.stderr_text().splitlines() if "serving" in l], 5, 0.05,
+                    "the start line")[0]
+
+
+@pytest.mark.parametrize("key,expect", [(None, "epoll"), ("epoll", "epoll"), ("io_uring", "io_uring"),
+                                        ("auto", None)])
+def test_key_picks_the_backend_and_requests_are_served(gateway, upstream, switchyard_bin, tmp_path,
+                                                       key, expect):
+    if expect == "io_uring" or key == "auto":
+        ok, why = uring_allowed(switchyard_bin, tmp_path)
+        if expect == "io_uring" and not ok:
+            pytest.skip("io_uring refused here: " + why.strip())
+        expect = expect or ("io_uring" if ok else "epoll")
+    up = upstream("one")
+    extra = {"io_backend": key} if key else None
+    gw = gateway(make_config(free_port(), free_port(), {"one": [up.addr]},
+                             [{"hosts": ["plain.test"], "upstream": "one"}], workers=2, extra=extra),
+                 env=NO_ENV)
+    assert start_line(gw).endswith(", " + expect), gw.stderr_text()
+    if key == "auto" and expect == "epoll":
+        assert "io_uring is not available here" in gw.stderr_text()
+    for _ in range(20):
+        r = gw.get("/x")
+        assert r.status == 200, r
+
+
+def test_option_beats_variable_beats_key(switchyard_bin, tmp_path):
+    cfg = tmp_path / "sy.yaml"
+    port = free_port()
+    cfg.write_text("io_backend: io_uring\nlisten: {http: \"127.0.0.1:%d\"}\n"
+                   "upstreams: {a: {servers: [\"127.0.0.1:1\"]}}\nsites: [{hosts: [\"*\"], upstream: a}]\n"
+                   % port)
+    for argv, env, want in (([], {"SWITCHYARD_IO_BACKEND": "epoll"}, "epoll"),
+                            (["--io-backend=epoll"], {"SWITCHYARD_IO_BACKEND": "io_uring"}, "epoll")):
+        err = tmp_path / "err.log"
+        with open(err, "wb") as f:
+            p = subprocess.Popen([switchyard_bin, *argv, "-c", str(cfg)], stdout=subprocess.DEVNULL,
+                                 stderr=f, env=dict(os.environ, **env))
+        try:
+            line = wait_for(lambda: [l for l in err.read_text().splitlines() if "serving" in l], 5, 0.05,
+                            "the start line")[0]
+            assert line.endswith(", " + want), line
+        finally:
+            p.send_signal(signal.SIGTERM)
+            p.wait(10)
+
+
+@pytest.mark.parametrize("argv,env", [(["--io-backend=kqueue"], {}), ([], {"SWITCHYARD_IO_BACKEND": "select"})])
+def test_unknown_backend_is_refused(switchyard_bin, tmp_path, argv, env):
+    cfg = tmp_path / "sy.yaml"
+    cfg.write_text("listen: {http: \"127.0.0.1:%d\"}\nupstreams: {a: {servers: [\"127.0.0.1:1\"]}}\n"
+                   "sites: [{hosts: [\"*\"], upstream: a}]\n" % free_port())
+    p = subprocess.run([switchyard_bin, *argv, "-c", str(cfg)], capture_output=True, text=True, timeout=10,
+                       env=dict(os.environ, **env))
+    assert p.returncode == 2, p
+    assert "unknown I/O backend" in p.stderr, p.stderr
+
+
+def test_bad_key_value_names_file_and_line(switchyard_bin, tmp_path):
+    cfg = tmp_path / "sy.yaml"
+    cfg.write_text("workers: 1\nio_backend: poll\nlisten: {http: \"127.0.0.1:1\"}\n"
+                   "upstreams: {a: {servers: [\"127.0.0.1:1\"]}}\nsites: [{hosts: [\"*\"], upstream: a}]\n")
+    p = subprocess.run([switchyard_bin, "-t", "-c", str(cfg)], capture_output=True, text=True, timeout=10)
+    assert p.returncode == 1, p
+    assert "%s:2:" % cfg in p.stderr and "io_backend" in p.stderr, p.stderr

@@ -1,0 +1,282 @@
+/*
+ * test_loop.c: the event loop's contract, on both backends: edge-triggered
+ * readiness, no event after sy_loop_del (even when the descriptor number is
+ * reused at once), listeners paused and resumed, timers in deadline order
+ * and the cross-thread wake-up. Each test runs once per backend; the io_uring
+ * ones are skipped where io_uring is refused.
+ */
+#include <criterion/criterion.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "event/loop.h"
+
+struct probe {
+    struct sy_io io;
+    struct sy_loop *loop;
+    int nin, nout, nbytes;
+    int del_on_read;           /* sy_loop_del at the first EPOLLIN */
+};
+
+struct step {
+    struct sy_timer t;
+    struct sy_loop *loop;
+    void (*fn)(struct step *s);
+    int fd;
+    int *order, *norder, id;
+};
+
+static void on_io(struct sy_io *io, uint32_t events)
+{
+    struct probe *p = (struct probe *)io;
+    if (events & EPOLLOUT)
+        p->nout++;
+    if (!(events & EPOLLIN))
+        return;
+    p->nin++;
+    char buf[64];
+    for (ssize_t n; (n = read(io->fd, buf, sizeof(buf))) > 0;)
+        p->nbytes += (int)n;
+    if (p->del_on_read)
+        sy_loop_del(p->loop, io);
+}
+
+static void step_cb(struct sy_timer *t)
+{
+    struct step *s = (struct step *)t;
+    s->fn(s);
+}
+
+static void write_one(struct step *s)
+{
+    cr_assert_eq(write(s->fd, "x", 1), 1);
+}
+
+static void stop(struct step *s)
+{
+    sy_loop_stop(s->loop);
+}
+
+static void note(struct step *s)
+{
+    s->order[(*s->norder)++] = s->id;
+}
+
+static void at(struct step *s, struct sy_loop *loop, uint64_t ms, void (*fn)(struct step *), int fd)
+{
+    memset(s, 0, sizeof(*s));
+    s->t.cb = step_cb;
+    s->loop = loop;
+    s->fn = fn;
+    s->fd = fd;
+    sy_timer_set(loop, &s->t, sy_loop_update_time(loop) + ms);
+}
+
+static struct sy_loop *make(enum sy_loop_backend b)
+{
+    if (b == SY_LOOP_URING && sy_loop_uring_probe() < 0)
+        cr_skip_test("io_uring is not available here");
+    const char *why = NULL;
+    struct sy_loop *loop = sy_loop_new(b, &why);
+    cr_assert_not_null(loop, "%s", why ? why : "");
+    cr_assert_eq(sy_loop_backend(loop), b);
+    return loop;
+}
+
+static void pair(int sv[2])
+{
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+}
+
+/* Two writes at different times: two read edges, and the initial writability. */
+static void edges(enum sy_loop_backend b)
+{
+    struct sy_loop *loop = make(b);
+    int sv[2];
+    pair(sv);
+    struct probe p = {.io = {.fd = sv[0], .cb = on_io}, .loop = loop};
+    cr_assert_eq(sy_loop_add(loop, &p.io), 0);
+    struct step s1, s2, s3;
+    at(&s1, loop, 20, write_one, sv[1]);
+    at(&s2, loop, 60, write_one, sv[1]);
+    at(&s3, loop, 120, stop, -1);
+    sy_loop_run(loop);
+    cr_assert_eq(p.nbytes, 2);
+    cr_assert_geq(p.nin, 2);
+    cr_assert_geq(p.nout, 1);
+    sy_loop_del(loop, &p.io);
+    close(sv[0]);
+    close(sv[1]);
+    sy_loop_free(loop);
+}
+
+Test(loop, edges_epoll) { edges(SY_LOOP_EPOLL); }
+Test(loop, edges_io_uring) { edges(SY_LOOP_URING); }
+
+/*
+ * A socket deleted in its callback gets no further event, and once closed, a
+ * new socket that reuses its descriptor number at once gets its own events only.
+ */
+static struct probe *reused;
+
+static void reuse(struct step *s)
+{
+    struct probe *q = reused;
+    close(s->fd);
+    int sv[2];
+    pair(sv);
+    q->io.fd = sv[0];
+    cr_assert_eq(sy_loop_add(q->loop, &q->io), 0);
+    cr_assert_eq(write(sv[1], "yy", 2), 2);
+}
+
+static void del_then_reuse(enum sy_loop_backend b)
+{
+    struct sy_loop *loop = make(b);
+    int sv[2];
+    pair(sv);
+    struct probe p = {.io = {.fd = sv[0], .cb = on_io}, .loop = loop, .del_on_read = 1};
+    struct probe q = {.io = {.cb = on_io}, .loop = loop};
+    cr_assert_eq(sy_loop_add(loop, &p.io), 0);
+    struct step s1, s2, s3, s4;
+    at(&s1, loop, 20, write_one, sv[1]);
+    at(&s2, loop, 50, write_one, sv[1]); /* after the del: nobody may hear it */
+    reused = &q;
+    at(&s3, loop, 70, reuse, sv[0]);
+    at(&s4, loop, 150, stop, -1);
+    sy_loop_run(loop);
+    cr_assert_eq(p.nin, 1);
+    cr_assert_eq(p.nbytes, 1);
+    cr_assert_eq(q.nbytes, 2);
+    cr_assert_eq(q.io.fd, sv[0], "the test meant the descriptor number to be reused");
+    sy_loop_del(loop, &q.io);
+    close(q.io.fd);
+    close(sv[1]);
+    sy_loop_free(loop);
+}
+
+Test(loop, del_then_reuse_epoll) { del_then_reuse(SY_LOOP_EPOLL); }
+Test(loop, del_then_reuse_io_uring) { del_then_reuse(SY_LOOP_URING); }
+
+/* A paused listener reports nothing; resumed, it reports the waiting connection. */
+struct lst {
+    struct sy_io io;
+    int n;
+};
+
+static void on_listen(struct sy_io *io, uint32_t events)
+{
+    struct lst *l = (struct lst *)io;
+    int fd = accept4(io->fd, NULL, NULL, SOCK_NONBLOCK);
+    if (fd >= 0) {
+        l->n++;
+        close(fd);
+    }
+}
+
+static struct lst *the_listener;
+
+/* Nothing accepted while paused; then resumed. */
+static void resume(struct step *s)
+{
+    cr_assert_eq(the_listener->n, 0);
+    sy_loop_listener_enable(s->loop, &the_listener->io, 1);
+}
+
+static void pause_resume(enum sy_loop_backend b)
+{
+    struct sy_loop *loop = make(b);
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof(a);
+    cr_assert_eq(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+    cr_assert_eq(listen(lfd, 8), 0);
+    cr_assert_eq(getsockname(lfd, (struct sockaddr *)&a, &alen), 0);
+    struct lst l = {.io = {.fd = lfd, .cb = on_listen}};
+    the_listener = &l;
+    cr_assert_eq(sy_loop_add_listener(loop, &l.io), 0);
+    cr_assert_eq(sy_loop_listener_enable(loop, &l.io, 0), 0);
+    int c = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert_eq(connect(c, (struct sockaddr *)&a, sizeof(a)), 0);
+    struct step s1, s2;
+    at(&s1, loop, 60, resume, -1);
+    at(&s2, loop, 140, stop, -1);
+    sy_loop_run(loop);
+    cr_assert_eq(l.n, 1);
+    sy_loop_del(loop, &l.io);
+    close(lfd);
+    close(c);
+    sy_loop_free(loop);
+}
+
+Test(loop, listener_pause_resume_epoll) { pause_resume(SY_LOOP_EPOLL); }
+Test(loop, listener_pause_resume_io_uring) { pause_resume(SY_LOOP_URING); }
+
+/* Timers fire in deadline order, a moved one at its new time; a cancelled one never. */
+static void timers(enum sy_loop_backend b)
+{
+    struct sy_loop *loop = make(b);
+    int order[8], n = 0;
+    struct step s[5];
+    uint64_t ms[4] = {40, 10, 30, 20};
+    for (int i = 0; i < 4; i++) {
+        at(&s[i], loop, ms[i], note, -1);
+        s[i].order = order;
+        s[i].norder = &n;
+        s[i].id = i;
+    }
+    sy_timer_set(loop, &s[0].t, sy_loop_now(loop) + 5); /* 40 -> 5 */
+    sy_timer_cancel(loop, &s[2].t);
+    at(&s[4], loop, 80, stop, -1);
+    sy_loop_run(loop);
+    cr_assert_eq(n, 3);
+    cr_assert_eq(order[0], 0);
+    cr_assert_eq(order[1], 1);
+    cr_assert_eq(order[2], 3);
+    sy_loop_free(loop);
+}
+
+Test(loop, timers_epoll) { timers(SY_LOOP_EPOLL); }
+Test(loop, timers_io_uring) { timers(SY_LOOP_URING); }
+
+/* sy_loop_wake from another thread runs the wake callback on the loop's thread. */
+static pthread_t loop_thread;
+static int woken;
+
+static void on_wake(struct sy_loop *loop, void *arg)
+{
+    (void)arg;
+    cr_assert(pthread_equal(pthread_self(), loop_thread));
+    woken++;
+    sy_loop_stop(loop);
+}
+
+static void *waker(void *arg)
+{
+    usleep(20000);
+    sy_loop_wake(arg);
+    return NULL;
+}
+
+static void wake(enum sy_loop_backend b)
+{
+    struct sy_loop *loop = make(b);
+    sy_loop_set_wake(loop, on_wake, NULL);
+    loop_thread = pthread_self();
+    struct step guard;
+    at(&guard, loop, 2000, stop, -1);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, waker, loop), 0);
+    sy_loop_run(loop);
+    pthread_join(th, NULL);
+    cr_assert_eq(woken, 1);
+    sy_timer_cancel(loop, &guard.t);
+    sy_loop_free(loop);
+}
+
+Test(loop, wake_epoll) { wake(SY_LOOP_EPOLL); }
+Test(loop, wake_io_uring) { wake(SY_LOOP_URING); }
