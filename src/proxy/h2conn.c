@@ -88,7 +88,7 @@ struct sy_h2conn {
 
     uint64_t budget_start;
     uint32_t nresets, ncontrol;
-    unsigned goaway : 1, lingering : 1;
+    unsigned goaway : 1, lingering : 1, idle : 1;
 };
 
 struct sy_h2stream {
@@ -129,6 +129,16 @@ static inline uint64_t now_ms(struct sy_h2conn *h)
 static inline const struct sy_config *cfg_of(struct sy_h2conn *h)
 {
     return sy_wsnap_get(h->c->w)->snap->cfg;
+}
+
+static inline struct sy_metrics *metrics_of(struct sy_h2conn *h)
+{
+    return &h->c->w->metrics;
+}
+
+static void count_defence(struct sy_h2conn *h, enum sy_h2_defence d)
+{
+    sy_counter_add(&metrics_of(h)->h2_defences[d], 1);
 }
 
 static void stream_ready(struct sy_h2stream *s)
@@ -599,6 +609,7 @@ static int on_begin_headers(nghttp2_session *sess, const nghttp2_frame *frame, v
     sy_list_init(&s->rlink);
     sy_list_insert_tail(&h->streams, &s->link);
     h->nstreams++;
+    sy_counter_add(&metrics_of(h)->h2_streams, 1);
     /* Header blocks are contiguous on the wire: one at a time per connection. */
     sy_h2_head_reset(&h->head, cfg->http2.max_header_list_size, cfg->limits.max_headers);
     nghttp2_session_set_stream_user_data(sess, s->id, s);
@@ -615,6 +626,7 @@ static int on_header(nghttp2_session *sess, const nghttp2_frame *frame, const ui
     if (sy_h2_head_add(&h->head, name, nl, value, vl) < 0) {
         sy_log_warn("h2", "client %s: header block far beyond http2.max_header_list_size; "
                     "closing the connection", h->c->peer_ip);
+        count_defence(h, SY_H2_DEF_HEADER_LIST);
         nghttp2_session_terminate_session(sess, NGHTTP2_ENHANCE_YOUR_CALM);
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     }
@@ -693,6 +705,7 @@ static int over_budget(struct sy_h2conn *h, int reset)
     if (reset ? ++h->nresets > cfg_of(h)->http2.max_resets : ++h->ncontrol > MAX_CONTROL) {
         sy_log_warn("h2", "client %s: too many %s; closing the connection", h->c->peer_ip,
                     reset ? "stream resets" : "control frames");
+        count_defence(h, reset ? SY_H2_DEF_RAPID_RESET : SY_H2_DEF_CONTROL_FLOOD);
         nghttp2_session_terminate_session(h->sess, NGHTTP2_ENHANCE_YOUR_CALM);
         return 1;
     }
@@ -704,6 +717,7 @@ static int on_begin_frame(nghttp2_session *sess, const nghttp2_frame_hd *hd, voi
     struct sy_h2conn *h = ud;
     if (hd->type == NGHTTP2_CONTINUATION && ++h->ncont > MAX_CONTINUATIONS) {
         sy_log_warn("h2", "client %s: CONTINUATION flood; closing the connection", h->c->peer_ip);
+        count_defence(h, SY_H2_DEF_CONTINUATION);
         nghttp2_session_terminate_session(sess, NGHTTP2_ENHANCE_YOUR_CALM);
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     }
@@ -737,6 +751,7 @@ static int on_frame_recv(nghttp2_session *sess, const nghttp2_frame *frame, void
         }
         break;
     case NGHTTP2_RST_STREAM:
+        sy_counter_add(&metrics_of(h)->h2_client_resets, 1);
         over_budget(h, 1);
         break;
     case NGHTTP2_SETTINGS:
@@ -790,9 +805,34 @@ static int on_data_chunk(nghttp2_session *sess, uint8_t flags, int32_t id, const
     return 0;
 }
 
+/* The reason label of a GOAWAY we send. */
+static enum sy_h2_goaway goaway_reason(struct sy_h2conn *h, uint32_t code)
+{
+    switch (code) {
+    case NGHTTP2_NO_ERROR:
+        return h->idle ? SY_H2_GOAWAY_IDLE : SY_H2_GOAWAY_DRAIN;
+    case NGHTTP2_PROTOCOL_ERROR:
+        return SY_H2_GOAWAY_PROTOCOL_ERROR;
+    case NGHTTP2_FLOW_CONTROL_ERROR:
+        return SY_H2_GOAWAY_FLOW_CONTROL_ERROR;
+    case NGHTTP2_SETTINGS_TIMEOUT:
+        return SY_H2_GOAWAY_SETTINGS_TIMEOUT;
+    case NGHTTP2_COMPRESSION_ERROR:
+        return SY_H2_GOAWAY_COMPRESSION_ERROR;
+    case NGHTTP2_ENHANCE_YOUR_CALM:
+        return SY_H2_GOAWAY_ENHANCE_YOUR_CALM;
+    default:
+        return SY_H2_GOAWAY_OTHER;
+    }
+}
+
 static int on_frame_send(nghttp2_session *sess, const nghttp2_frame *frame, void *ud)
 {
-    (void)ud;
+    struct sy_h2conn *h = ud;
+    if (frame->hd.type == NGHTTP2_GOAWAY) {
+        sy_counter_add(&metrics_of(h)->h2_goaways[goaway_reason(h, frame->goaway.error_code)], 1);
+        return 0;
+    }
     if ((frame->hd.type == NGHTTP2_DATA || frame->hd.type == NGHTTP2_HEADERS) &&
         (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
         struct sy_h2stream *s = nghttp2_session_get_stream_user_data(sess, frame->hd.stream_id);
@@ -822,6 +862,7 @@ int sy_h2_start(struct sy_conn *c)
     sy_list_init(&h->streams);
     sy_list_init(&h->ready);
     h->budget_start = h->t_write = sy_loop_now(c->w->loop);
+    sy_counter_add(&c->w->metrics.h2_conns, 1);
     c->h2 = h;
     c->state = SY_ST_H2;
 
@@ -968,8 +1009,12 @@ int sy_h2_pump(struct sy_conn *c)
                 ssize_t r = nghttp2_session_mem_recv(h->sess, (const uint8_t *)c->rbuf, (size_t)n);
                 if (r < 0) {
                     sy_log_debug("h2", "client %s: %s", c->peer_ip, nghttp2_strerror((int)r));
-                    if (r == NGHTTP2_ERR_FLOODED)
+                    if (r == NGHTTP2_ERR_FLOODED) {
+                        count_defence(h, SY_H2_DEF_LIBRARY_FLOOD);
                         nghttp2_session_terminate_session(h->sess, NGHTTP2_ENHANCE_YOUR_CALM);
+                    } else if (r == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS) {
+                        count_defence(h, SY_H2_DEF_CONTINUATION);
+                    }
                     int ignored = 0;
                     flush(h, &ignored); /* a GOAWAY, when nghttp2 queued one */
                     return end_conn(c);
@@ -1065,12 +1110,14 @@ void sy_h2_timeout(struct sy_conn *c)
         return;
     }
     if (h->ob && h->ooff < h->olen && now >= h->t_write + cfg->timeouts.client_body_ms) {
+        count_defence(h, SY_H2_DEF_STALLED_READER);
         sy_conn_close(c); /* the client stopped reading the connection */
         return;
     }
     if (!h->nstreams) {
         if (!h->goaway) {
             h->goaway = 1;
+            h->idle = 1;
             nghttp2_session_terminate_session(h->sess, NGHTTP2_NO_ERROR);
         } else {
             sy_conn_close(c);
@@ -1084,6 +1131,7 @@ void sy_h2_timeout(struct sy_conn *c)
         if (!s->x && !s->x_over) {
             if (now >= s->t_last + cfg->timeouts.client_header_ms) {
                 /* A header block left unfinished holds the whole connection. */
+                count_defence(h, SY_H2_DEF_HEADER_TIMEOUT);
                 nghttp2_session_terminate_session(h->sess, NGHTTP2_PROTOCOL_ERROR);
                 return;
             }
@@ -1091,8 +1139,10 @@ void sy_h2_timeout(struct sy_conn *c)
         }
         int slow = s->olen > s->ooff && now >= s->t_last + cfg->timeouts.client_body_ms;
         if (!s->x || s->x_over) {
-            if (slow)
+            if (slow) {
+                count_defence(h, SY_H2_DEF_STALLED_READER);
                 nghttp2_submit_rst_stream(h->sess, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_CANCEL);
+            }
             continue;
         }
         struct sy_exchange *x = s->x;
@@ -1107,6 +1157,7 @@ void sy_h2_timeout(struct sy_conn *c)
         } else if (sy_exchange_deadline(x) <= now) {
             sy_exchange_timeout(x);
         } else if (slow) {
+            count_defence(h, SY_H2_DEF_STALLED_READER);
             h2_abort(x); /* this stream's reader stopped */
         }
         if (!s->x_over)

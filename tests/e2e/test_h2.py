@@ -92,6 +92,14 @@ def base(path="/", method="GET", authority="a.test"):
     return [(":method", method), (":scheme", "https"), (":path", path), (":authority", authority)]
 
 
+def defence(gw, name):
+    return gw.metric("switchyard_http2_defence_trips_total", defence=name)
+
+
+def goaways(gw, reason):
+    return gw.metric("switchyard_http2_goaways_sent_total", reason=reason)
+
+
 # ---------------------------------------------------------------- ALPN
 
 def test_alpn_prefers_h2_and_can_be_turned_off(start_h2, pki):
@@ -105,6 +113,50 @@ def test_alpn_prefers_h2_and_can_be_turned_off(start_h2, pki):
     assert served(off.port, "a.test", client_ctx(ca, alpn=("h2",)))[2] is None
     status, hdrs, _ = off.curl("/x")
     assert status.startswith("HTTP/1.1 200"), status
+
+
+# ---------------------------------------------------------------- metrics
+
+def test_metrics_count_h2_connections_streams_and_protocol(start_h2):
+    gw = start_h2()
+    assert gw.metric("switchyard_http2_connections_total") == 0
+    c = gw.client()
+    for i in range(3):
+        assert c.get("/m%d" % i).status == 200
+    c.close()
+    status, _, _ = gw.curl("/h1", "--http1.1")
+    assert status.startswith("HTTP/1.1 200"), status
+    wait_for(lambda: gw.metric("switchyard_requests_total", protocol="HTTP/2") == 3, 5,
+             what="3 HTTP/2 requests counted")
+    assert gw.metric("switchyard_requests_total", protocol="HTTP/1.1", code="2xx") == 1
+    assert gw.metric("switchyard_request_duration_seconds_count", protocol="HTTP/2") == 3
+    assert gw.metric("switchyard_request_duration_seconds_count", protocol="HTTP/1.1") == 1
+    assert gw.metric("switchyard_http2_connections_total") == 1
+    assert gw.metric("switchyard_http2_streams_total") == 3
+    assert gw.metric("switchyard_http2_client_resets_total") == 0
+    assert gw.metric("switchyard_http2_defence_trips_total") == 0
+    # a stream the client resets
+    c = gw.client()
+    sid = c.request(base("/slow?ms=500"))
+    c.conn.reset_stream(sid)
+    c.flush()
+    assert c.get("/after").status == 200
+    c.close()
+    assert gw.metric("switchyard_http2_client_resets_total") == 1
+    assert gw.metric("switchyard_http2_connections_total") == 2
+    assert gw.metric("switchyard_http2_streams_total") == 5
+
+
+def test_drain_goaway_is_counted(start_h2):
+    gw = start_h2(timeouts={"drain": "10s"})
+    c = gw.client()
+    sid = c.request(base("/slow?ms=1500"))
+    wait_for(lambda: gw.started() == 1, 5, what="the slow request upstream")
+    gw.signal(signal.SIGTERM)
+    wait_for(lambda: goaways(gw, "drain") == 1, 5, what="a drain GOAWAY counted")
+    c.wait(sid)
+    c.close()
+    assert gw.proc.wait(15) == 0
 
 
 # ---------------------------------------------------------------- forwarding
@@ -429,6 +481,7 @@ def test_stalled_reader_stops_the_upstream_read(start_h2):
     st = c.wait(sid, timeout=15)
     assert st.reset is not None, st
     assert len(st.body) <= 65535
+    assert defence(gw, "stalled_reader") == 1
     if not sanitized(gw.binary):
         assert gw.rss_kb() < 64 * 1024
     c.auto_ack = True
@@ -466,6 +519,8 @@ def test_rapid_reset_gets_goaway(start_h2):
     c.wait_closed(10)
     assert c.goaway == ENHANCE_YOUR_CALM, c.goaway
     assert "too many stream resets" in gw.stderr_text()
+    assert gw.metric("switchyard_http2_client_resets_total") >= 51
+    assert defence(gw, "rapid_reset") == 1 and goaways(gw, "enhance_your_calm") == 1
     # the gateway is fine
     c2 = gw.client()
     assert c2.get("/after").status == 200
@@ -482,6 +537,7 @@ def test_ping_flood_gets_goaway(start_h2):
         pass
     c.wait_closed(10)
     assert c.goaway == ENHANCE_YOUR_CALM, c.goaway
+    assert defence(gw, "control_flood") == 1 and goaways(gw, "enhance_your_calm") == 1
 
 
 def test_continuation_flood_closes_the_connection(start_h2):
@@ -497,6 +553,20 @@ def test_continuation_flood_closes_the_connection(start_h2):
     c.wait_closed(10)
     assert c.goaway in (ENHANCE_YOUR_CALM, PROTOCOL_ERROR, None)
     assert gw.started() == 0
+    assert defence(gw, "continuation_flood") == 1
+
+
+def test_header_block_far_beyond_the_limit_closes_the_connection(start_h2):
+    gw = start_h2(http2={"max_header_list_size": "1k"})
+    c = gw.client()
+    try:
+        c.request(base("/huge") + [("x-h%d" % i, "v" * 1000) for i in range(80)])
+    except OSError:
+        pass
+    c.wait_closed(10)
+    assert c.goaway == ENHANCE_YOUR_CALM, c.goaway
+    assert gw.started() == 0
+    assert defence(gw, "header_list_size") == 1
 
 
 def test_idle_connection_gets_goaway_then_closes(start_h2):
@@ -507,16 +577,19 @@ def test_idle_connection_gets_goaway_then_closes(start_h2):
     c.wait_closed(10)
     assert c.goaway == 0
     assert time.monotonic() - t0 < 8
+    assert goaways(gw, "idle") == 1 and goaways(gw, "drain") == 0
 
 
 def test_unfinished_header_block_times_out(start_h2):
     gw = start_h2(timeouts={"client_header": "1s"})
     c = gw.client()
+    c.read_some(2)   # its SETTINGS acknowledged first: nothing but the block is sent after
     c.raw(frame(HEADERS, 0, 1, c.encode(base("/never"))))   # no END_HEADERS, no CONTINUATION
     t0 = time.monotonic()
     c.wait_closed(10)
     assert time.monotonic() - t0 < 8
     assert gw.started() == 0
+    assert defence(gw, "header_timeout") == 1 and goaways(gw, "protocol_error") == 1
 
 
 def test_client_reset_mid_download_ends_the_exchange(start_h2):
