@@ -833,6 +833,18 @@ static int on_frame_send(nghttp2_session *sess, const nghttp2_frame *frame, void
         sy_counter_add(&metrics_of(h)->h2_goaways[goaway_reason(h, frame->goaway.error_code)], 1);
         return 0;
     }
+    /*
+     * Streams the client made us reset (malformed requests, flow-control or
+     * stream-state errors: MadeYouReset, CVE-2025-8671) cost what its own
+     * resets cost, and share their budget.
+     */
+    if (frame->hd.type == NGHTTP2_RST_STREAM) {
+        uint32_t code = frame->rst_stream.error_code;
+        if (code == NGHTTP2_PROTOCOL_ERROR || code == NGHTTP2_FLOW_CONTROL_ERROR ||
+            code == NGHTTP2_STREAM_CLOSED || code == NGHTTP2_FRAME_SIZE_ERROR)
+            over_budget(h, 1);
+        return 0;
+    }
     if ((frame->hd.type == NGHTTP2_DATA || frame->hd.type == NGHTTP2_HEADERS) &&
         (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
         struct sy_h2stream *s = nghttp2_session_get_stream_user_data(sess, frame->hd.stream_id);

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from certs import TestCA
-from h2util import CONTINUATION, END_HEADERS, END_STREAM, H2Client, HEADERS, PING, frame
+from h2util import CONTINUATION, DATA, END_HEADERS, END_STREAM, H2Client, HEADERS, PING, frame
 from helpers import free_port, pattern_bytes, version_block, wait_for
 from tlsutil import client_ctx, served, tls_config
 
@@ -525,6 +525,25 @@ def test_rapid_reset_gets_goaway(start_h2):
     c2 = gw.client()
     assert c2.get("/after").status == 200
     c2.close()
+
+
+def test_resets_the_client_provokes_count_as_its_own(start_h2):
+    """MadeYouReset (CVE-2025-8671): each stream sends more DATA than its content-length, so
+    the gateway resets it (PROTOCOL_ERROR) and the client never sends RST_STREAM itself."""
+    gw = start_h2(http2={"max_resets": 50})
+    c = gw.client()
+    try:
+        for i in range(400):
+            sid = c.request(base("/slow?ms=2000", "POST") + [("content-length", "1")],
+                            end_stream=False)
+            c.raw(frame(DATA, END_STREAM, sid, b"xx"))
+    except OSError:
+        pass  # the gateway closed first
+    c.wait_closed(10)
+    assert c.goaway == ENHANCE_YOUR_CALM, c.goaway
+    assert defence(gw, "rapid_reset") == 1
+    assert gw.metric("switchyard_http2_client_resets_total") == 0
+    assert gw.started() <= 51
 
 
 def test_ping_flood_gets_goaway(start_h2):
