@@ -88,7 +88,8 @@ struct sy_h2conn {
 
     uint64_t budget_start;
     uint32_t nresets, ncontrol;
-    unsigned goaway : 1, lingering : 1, idle : 1;
+    uint64_t t_settings;           /* when our SETTINGS went out (loop ms) */
+    unsigned goaway : 1, lingering : 1, settings_acked : 1, idle : 1;
 };
 
 struct sy_h2stream {
@@ -757,6 +758,8 @@ static int on_frame_recv(nghttp2_session *sess, const nghttp2_frame *frame, void
     case NGHTTP2_SETTINGS:
         if (!(frame->hd.flags & NGHTTP2_FLAG_ACK))
             over_budget(h, 0);
+        else
+            h->settings_acked = 1;
         break;
     case NGHTTP2_PING:
         if (!(frame->hd.flags & NGHTTP2_FLAG_ACK))
@@ -873,7 +876,7 @@ int sy_h2_start(struct sy_conn *c)
     h->c = c;
     sy_list_init(&h->streams);
     sy_list_init(&h->ready);
-    h->budget_start = h->t_write = sy_loop_now(c->w->loop);
+    h->budget_start = h->t_write = h->t_settings = sy_loop_now(c->w->loop);
     sy_counter_add(&c->w->metrics.h2_conns, 1);
     c->h2 = h;
     c->state = SY_ST_H2;
@@ -1085,6 +1088,8 @@ uint64_t sy_h2_deadline(struct sy_conn *c)
         return now_ms(h); /* the pump yielded with work left: run it again from the timer */
     if (h->ob && h->ooff < h->olen)
         d = h->t_write + cfg->timeouts.client_body_ms;
+    if (!h->settings_acked && !h->goaway)
+        d = min64(d, h->t_settings + cfg->http2.settings_timeout_ms);
     if (!h->nstreams) {
         uint32_t idle = cfg->timeouts.keepalive_ms;
         if (sy_atomic_draining() && idle > SY_DRAIN_IDLE_MS)
@@ -1124,6 +1129,15 @@ void sy_h2_timeout(struct sy_conn *c)
     if (h->ob && h->ooff < h->olen && now >= h->t_write + cfg->timeouts.client_body_ms) {
         count_defence(h, SY_H2_DEF_STALLED_READER);
         sy_conn_close(c); /* the client stopped reading the connection */
+        return;
+    }
+    if (!h->settings_acked && !h->goaway &&
+        now >= h->t_settings + cfg->http2.settings_timeout_ms) {
+        sy_log_info("h2", "client %s: SETTINGS not acknowledged in time; closing the connection",
+                    c->peer_ip);
+        count_defence(h, SY_H2_DEF_SETTINGS_TIMEOUT);
+        h->goaway = 1;
+        nghttp2_session_terminate_session(h->sess, NGHTTP2_SETTINGS_TIMEOUT);
         return;
     }
     if (!h->nstreams) {

@@ -15,11 +15,13 @@ import time
 import pytest
 
 from certs import TestCA
-from h2util import CONTINUATION, DATA, END_HEADERS, END_STREAM, H2Client, HEADERS, PING, frame
+from h2util import (CONTINUATION, DATA, END_HEADERS, END_STREAM, H2Client, HEADERS, PING,
+                    SETTINGS, frame, tls_h2_socket)
 from helpers import free_port, pattern_bytes, version_block, wait_for
 from tlsutil import client_ctx, served, tls_config
 
-ENHANCE_YOUR_CALM, PROTOCOL_ERROR, REFUSED_STREAM = 0xb, 0x1, 0x7
+ENHANCE_YOUR_CALM, PROTOCOL_ERROR, REFUSED_STREAM, SETTINGS_TIMEOUT = 0xb, 0x1, 0x7, 0x4
+GOAWAY = 0x7
 NEED = [t for t in ("curl", "nghttp", "h2load") if not shutil.which(t)]
 pytestmark = pytest.mark.skipif(bool(NEED), reason="missing %s (nghttp2-client, curl)" % NEED)
 
@@ -586,6 +588,41 @@ def test_header_block_far_beyond_the_limit_closes_the_connection(start_h2):
     assert c.goaway == ENHANCE_YOUR_CALM, c.goaway
     assert gw.started() == 0
     assert defence(gw, "header_list_size") == 1
+
+
+def test_settings_never_acknowledged_gets_goaway_settings_timeout(start_h2):
+    gw = start_h2(http2={"settings_timeout": "1s"})
+    s = tls_h2_socket(gw.port, gw.pki["ca"].cert)
+    # the preface and an empty SETTINGS, and never the ACK of the gateway's
+    s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(SETTINGS, 0, 0, b""))
+    t0 = time.monotonic()
+    data = b""
+    s.settimeout(10)
+    while True:
+        try:
+            d = s.recv(65536)
+        except OSError:
+            break
+        if not d:
+            break
+        data += d
+    elapsed = time.monotonic() - t0
+    s.close()
+    frames, off = [], 0
+    while off + 9 <= len(data):
+        n = int.from_bytes(data[off:off + 3], "big")
+        frames.append((data[off + 3], data[off + 9:off + 9 + n]))
+        off += 9 + n
+    codes = [int.from_bytes(p[4:8], "big") for t, p in frames if t == GOAWAY]
+    assert codes == [SETTINGS_TIMEOUT], frames
+    assert 0.9 <= elapsed < 5, elapsed
+    assert defence(gw, "settings_timeout") == 1 and goaways(gw, "settings_timeout") == 1
+    # a client that acknowledges is not closed when the time is up
+    c = gw.client()
+    c.read_some(2)   # the gateway's SETTINGS, acknowledged
+    time.sleep(1.5)
+    assert c.get("/still").status == 200
+    c.close()
 
 
 def test_idle_connection_gets_goaway_then_closes(start_h2):
