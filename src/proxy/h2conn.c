@@ -14,14 +14,16 @@
  * from :authority, the cookie fields joined with "; ", Transfer-Encoding:
  * chunked when a body comes without content-length. DATA payload goes to the
  * stream's input buffer; in_peek() frames it as chunks when the request is
- * chunked. A byte is acknowledged (nghttp2_session_consume, WINDOW_UPDATE)
+ * chunked, its trailers (checked and filtered by sy_h2_trailers_add()) in
+ * the last one. A byte is acknowledged (nghttp2_session_consume, WINDOW_UPDATE)
  * only when the exchange consumed it, i.e. wrote it upstream: the stream
  * window (H2_WINDOW) is the buffer.
  *
  * Response direction: out_head() translates the response head into HEADERS;
  * out_write() takes HTTP/1.1-framed body bytes (de-chunked when chunked) into
  * the stream's output buffer, from which nghttp2's data provider pulls DATA
- * frames as the client's windows allow. A full output buffer makes
+ * frames as the client's windows allow; a chunked answer's trailer section
+ * follows them as a trailing HEADERS frame. A full output buffer makes
  * out_write() take nothing, so the exchange stops reading the upstream:
  * memory per stream is one buffer each way plus the upstream's.
  *
@@ -109,10 +111,17 @@ struct sy_h2stream {
     uint32_t plo, phi;             /* the payload inside the framed part */
     uint64_t unconsumed;           /* payload received and not yet acknowledged */
 
+    struct sy_h2_trailers trl;     /* the request's trailers, for the last chunk */
+
     /* Response payload: ob[ooff, olen) for DATA frames. */
     char *ob;
     uint32_t ooff, olen;
     struct dechunk dc;
+    /* The answer's trailer section: its lines as received, then HEADERS fields. */
+    char *rt;
+    uint32_t rtlen;
+    nghttp2_nv *tnv;
+    size_t ntnv;
 
     uint64_t t_last;               /* last progress on the client's side of the stream */
     unsigned in_eof : 1, last_framed : 1, chunked : 1, x_over : 1, dead : 1;
@@ -191,6 +200,9 @@ void sy_h2_reap(struct sy_worker *w)
             sy_free(s->ib);
         if (s->ob)
             sy_worker_buf_put(w, s->ob);
+        sy_h2_trailers_free(&s->trl);
+        sy_free(s->rt);
+        sy_free(s->tnv);
         sy_free(s->head);
         sy_free(s);
     }
@@ -201,8 +213,8 @@ void sy_h2_reap(struct sy_worker *w)
 /*
  * Chunked request: frames the raw payload [ifend, iplen) as one chunk (its
  * size line written in the consumed room before it, CRLF after it), and the
- * last chunk once the stream ended. Only called when everything framed
- * before was consumed (istart == ifend).
+ * last chunk with the trailer lines once the stream ended. Only called when
+ * everything framed before was consumed (istart == ifend).
  */
 static void frame_chunk(struct sy_h2stream *s)
 {
@@ -218,11 +230,18 @@ static void frame_chunk(struct sy_h2stream *s)
         s->ifend = s->iplen = s->iplen + 2;
     }
     if (s->in_eof && !s->last_framed) {
-        memcpy(s->ib + s->ifend, "0\r\n\r\n", 5);
+        uint32_t tl = s->trl.len;
+        if (tl) /* no DATA after the end: the room the window kept may grow */
+            s->ib = sy_realloc(s->ib, IN_CAP + tl);
+        memcpy(s->ib + s->ifend, "0\r\n", 3);
+        if (tl)
+            memcpy(s->ib + s->ifend + 3, s->trl.buf, tl);
+        memcpy(s->ib + s->ifend + 3 + tl, "\r\n", 2);
         if (s->istart == s->ifend)
             s->plo = s->phi = s->ifend;
-        s->ifend = s->iplen = s->ifend + 5;
+        s->ifend = s->iplen = s->ifend + 5 + tl;
         s->last_framed = 1;
+        sy_h2_trailers_free(&s->trl);
     }
 }
 
@@ -292,7 +311,6 @@ static void h2_send_continue(struct sy_exchange *x)
 static ssize_t data_read(nghttp2_session *sess, int32_t id, uint8_t *buf, size_t length,
                          uint32_t *flags, nghttp2_data_source *src, void *ud)
 {
-    (void)sess;
     (void)id;
     (void)ud;
     struct sy_h2stream *s = src->ptr;
@@ -311,8 +329,12 @@ static ssize_t data_read(nghttp2_session *sess, int32_t id, uint8_t *buf, size_t
         if (!s->x_over)
             stream_ready(s); /* room again: the exchange may read its upstream */
     }
-    if (s->out_eof && s->ooff == s->olen)
+    if (s->out_eof && s->ooff == s->olen) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
+        if (s->ntnv && nghttp2_submit_trailer(sess, s->id, s->tnv, s->ntnv) == 0)
+            *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        s->ntnv = 0;
+    }
     return (ssize_t)n;
 }
 
@@ -396,6 +418,59 @@ static int h2_out_pending(struct sy_exchange *x)
     return 0; /* the head went to nghttp2 whole */
 }
 
+/*
+ * The answer's trailer lines, as the exchange validated them (header syntax,
+ * SY_H1_TRAILERS_MAX bytes in all: the cap here only guards).
+ */
+static void trailer_byte(struct sy_h2stream *s, char ch)
+{
+    if (s->rtlen >= SY_H1_TRAILERS_MAX)
+        return;
+    if (!s->rt)
+        s->rt = sy_malloc(SY_H1_TRAILERS_MAX);
+    s->rt[s->rtlen++] = ch;
+}
+
+/*
+ * The trailer section is complete: its lines become the fields of a trailing
+ * HEADERS frame, names lower-cased, values without surrounding whitespace,
+ * the fields no trailer may carry left out (sy_h2_trailer_allowed()), at most
+ * limits.max_headers of them. data_read() submits them after the last DATA.
+ */
+static void trailers_ready(struct sy_h2stream *s)
+{
+    if (!s->rtlen)
+        return;
+    size_t max = cfg_of(s->h)->limits.max_headers, n = 0;
+    s->tnv = sy_malloc(max * sizeof(*s->tnv));
+    char *p = s->rt, *end = s->rt + s->rtlen;
+    while (p < end && n < max) {
+        char *eol = memchr(p, '\n', (size_t)(end - p));
+        if (!eol)
+            break;
+        char *colon = memchr(p, ':', (size_t)(eol - p));
+        char *next = eol + 1;
+        if (eol > p && eol[-1] == '\r')
+            eol--;
+        if (colon && colon > p) {
+            for (char *q = p; q < colon; q++)
+                if (*q >= 'A' && *q <= 'Z')
+                    *q = (char)(*q + 32);
+            char *v = colon + 1;
+            while (v < eol && (*v == ' ' || *v == '\t'))
+                v++;
+            char *ve = eol;
+            while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
+                ve--;
+            if (sy_h2_trailer_allowed(p, (size_t)(colon - p)))
+                s->tnv[n++] = (nghttp2_nv){(uint8_t *)p, (uint8_t *)v, (size_t)(colon - p),
+                                           (size_t)(ve - v), NGHTTP2_NV_FLAG_NONE};
+        }
+        p = next;
+    }
+    s->ntnv = n;
+}
+
 /* De-chunks validated chunked bytes into ob. Returns the input bytes taken. */
 static size_t dechunk(struct sy_h2stream *s, const char *p, size_t n)
 {
@@ -444,15 +519,21 @@ static size_t dechunk(struct sy_h2stream *s, const char *p, size_t n)
             break;
         case DC_TRAILER: /* at the start of a trailer line, or the final CRLF */
             d->state = ch == '\r' ? DC_TRAILER_END : ch == '\n' ? DC_DONE : DC_TRAILER_LINE;
+            if (d->state == DC_TRAILER_LINE)
+                trailer_byte(s, ch);
+            else if (d->state == DC_DONE)
+                trailers_ready(s);
             i++;
             break;
         case DC_TRAILER_LINE:
+            trailer_byte(s, ch);
             if (ch == '\n')
                 d->state = DC_TRAILER;
             i++;
             break;
         case DC_TRAILER_END:
             d->state = DC_DONE;
+            trailers_ready(s);
             i++;
             break;
         default:
@@ -599,9 +680,16 @@ static int on_begin_headers(nghttp2_session *sess, const nghttp2_frame *frame, v
 {
     struct sy_h2conn *h = ud;
     h->ncont = 0;
-    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+    if (frame->hd.type != NGHTTP2_HEADERS)
         return 0;
     const struct sy_config *cfg = cfg_of(h);
+    if (frame->headers.cat != NGHTTP2_HCAT_REQUEST) { /* trailers: as a head, and 16 KiB of lines */
+        struct sy_h2stream *t = nghttp2_session_get_stream_user_data(sess, frame->hd.stream_id);
+        if (t)
+            sy_h2_trailers_reset(&t->trl, cfg->http2.max_header_list_size,
+                                 SY_H1_TRAILERS_MAX - 2);
+        return 0;
+    }
     struct sy_h2stream *s = sy_calloc(1, sizeof(*s));
     s->h = h;
     s->w = h->c->w;
@@ -622,9 +710,18 @@ static int on_header(nghttp2_session *sess, const nghttp2_frame *frame, const ui
 {
     (void)flags;
     struct sy_h2conn *h = ud;
-    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
-        return 0; /* trailers: checked by nghttp2, not forwarded */
-    if (sy_h2_head_add(&h->head, name, nl, value, vl) < 0) {
+    if (frame->hd.type != NGHTTP2_HEADERS)
+        return 0;
+    int r;
+    if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
+        r = sy_h2_head_add(&h->head, name, nl, value, vl);
+    } else {
+        struct sy_h2stream *s = nghttp2_session_get_stream_user_data(sess, frame->hd.stream_id);
+        if (!s || s->dead || s->x_over || !s->x)
+            return 0; /* nobody will read them */
+        r = sy_h2_trailers_add(&s->trl, name, nl, value, vl);
+    }
+    if (r < 0) {
         sy_log_warn("h2", "client %s: header block far beyond http2.max_header_list_size; "
                     "closing the connection", h->c->peer_ip);
         count_defence(h, SY_H2_DEF_HEADER_LIST);
@@ -693,6 +790,29 @@ static void stream_start(struct sy_h2stream *s, int end_stream)
         stream_ready(s);
 }
 
+/*
+ * The request's trailers ended it. A chunked request takes them in its last
+ * chunk; one with content-length went upstream without chunked framing, so
+ * its trailers are dropped (RFC 9110 §6.5.1 lets a recipient discard them).
+ * Malformed fields reset the stream; too many bytes of them answer 431 or,
+ * once the answer started, reset it.
+ */
+static void stream_trailers(struct sy_h2stream *s)
+{
+    s->in_eof = 1;
+    if (s->x && !s->x_over && !s->trl.malformed && s->trl.too_big) {
+        if (s->x->resp_started)
+            h2_abort(s->x);
+        else
+            sy_exchange_answer_error(s->x, 431);
+    } else if (s->trl.malformed && !s->x_over) {
+        reset_stream(s, NGHTTP2_PROTOCOL_ERROR);
+    }
+    if (s->x_over || !s->chunked)
+        sy_h2_trailers_free(&s->trl);
+    stream_ready(s);
+}
+
 /* ---- other nghttp2 callbacks ---- */
 
 /* Rapid Reset, SETTINGS/PING floods: a budget per connection and per BUDGET_MS. */
@@ -739,8 +859,7 @@ static int on_frame_recv(nghttp2_session *sess, const nghttp2_frame *frame, void
         if (frame->headers.cat == NGHTTP2_HCAT_REQUEST && !s->x && !s->x_over) {
             stream_start(s, end);
         } else if (end) {
-            s->in_eof = 1;
-            stream_ready(s);
+            stream_trailers(s);
         }
         break;
     case NGHTTP2_DATA:

@@ -17,8 +17,8 @@ import pytest
 from certs import TestCA
 from h2util import (CONTINUATION, DATA, END_HEADERS, END_STREAM, H2Client, HEADERS, PING,
                     SETTINGS, frame, tls_h2_socket)
-from helpers import free_port, pattern_bytes, version_block, wait_for
-from tlsutil import client_ctx, served, tls_config
+from helpers import Upstream, free_port, pattern_bytes, version_block, wait_for
+from tlsutil import TlsClient, client_ctx, served, tls_config
 
 ENHANCE_YOUR_CALM, PROTOCOL_ERROR, REFUSED_STREAM, SETTINGS_TIMEOUT = 0xb, 0x1, 0x7, 0x4
 GOAWAY = 0x7
@@ -425,6 +425,108 @@ def test_too_many_fields_is_431_and_long_path_414(start_h2):
     assert c.get("/" + "p" * 80).status == 414
     assert c.get("/fine", headers=[("x-h%d" % i, "v") for i in range(9)]).status == 200
     c.close()
+
+
+# ---------------------------------------------------------------- trailers
+
+# What a trailer may carry on both sides; Upstream.TRAILERS also has fields it must not.
+PASSED = [("x-checksum", "sha256=abc"), ("grpc-status", "0"), ("x-spaced", "two words")]
+
+
+def _send_with_trailers(c, headers, body, trailers):
+    sid = c.request(headers, end_stream=False)
+    c.conn.send_data(sid, body)
+    c.conn.send_headers(sid, trailers, end_stream=True)
+    c.flush()
+    return sid
+
+
+def test_request_trailers_reach_the_upstream_in_the_last_chunk(start_h2):
+    gw = start_h2()
+    c = gw.client()
+    sid = _send_with_trailers(c, base("/sink", "POST"), b"hello" * 100,
+                              [("x-checksum", "abc"), ("host", "evil.test"),
+                               ("x-forwarded-for", "6.6.6.6"), ("grpc-timeout", "1S")])
+    st = c.wait(sid)
+    assert st.status == 200, st
+    rec = json.loads(bytes(st.body))
+    assert rec["chunked"] and rec["body_len"] == 500
+    assert rec["trailers"] == [["x-checksum", "abc"], ["grpc-timeout", "1S"]], rec
+    # with content-length the request went upstream unchunked: trailers are dropped
+    sid = _send_with_trailers(c, base("/sink", "POST") + [("content-length", "5")], b"hello",
+                              [("x-checksum", "abc")])
+    st = c.wait(sid)
+    assert st.status == 200, st
+    rec = json.loads(bytes(st.body))
+    assert not rec["chunked"] and rec["body_len"] == 5 and rec["trailers"] == [], rec
+    # an empty body, then trailers
+    sid = c.request(base("/sink", "POST"), end_stream=False)
+    c.conn.send_headers(sid, [("x-only", "trailers")], end_stream=True)
+    c.flush()
+    rec = json.loads(bytes(c.wait(sid).body))
+    assert rec["body_len"] == 0 and rec["trailers"] == [["x-only", "trailers"]], rec
+    c.close()
+
+
+@pytest.mark.parametrize("case", ["pseudo", "uppercase", "crlf", "connection"])
+def test_malformed_request_trailers_reset_the_stream(start_h2, case):
+    gw = start_h2()
+    bad = {"pseudo": (":path", "/x"), "uppercase": ("X-Up", "1"),
+           "crlf": ("x-a", "1\r\nx-injected: 1"), "connection": ("connection", "close")}[case]
+    c = gw.client()
+    sid = _send_with_trailers(c, base("/sink", "POST"), b"abc", [("x-ok", "1"), bad])
+    st = c.wait(sid)
+    assert st.reset is not None or c.closed, st
+    if not c.closed:
+        assert c.get("/after").status == 200
+    c.close()
+    time.sleep(0.3)
+    assert [r for u in gw.ups.values() for r in u.requests if r["path"] == "/sink"] == []
+
+
+def test_request_trailers_over_the_limit_get_431(start_h2):
+    gw = start_h2(http2={"max_header_list_size": "4k"})
+    c = gw.client()
+    sid = _send_with_trailers(c, base("/sink", "POST"), b"abc",
+                              [("x-t%d" % i, "v" * 100) for i in range(60)])
+    st = c.wait(sid)
+    assert st.status == 431, st
+    assert c.get("/after").status == 200
+    c.close()
+    time.sleep(0.3)
+    assert [r for u in gw.ups.values() for r in u.requests if r["path"] == "/sink"] == []
+
+
+def test_response_trailers_become_a_trailing_headers_frame(start_h2):
+    gw = start_h2()
+    c = gw.client()
+    st = c.get("/trailers")
+    assert st.status == 200 and st.ended and st.reset is None, st
+    assert json.loads(bytes(st.body))["upstream"] == "4.2.0"
+    assert st.trailers == PASSED, st.trailers
+    assert st.header("trailer") is None   # hop-by-hop in HTTP/1.1 framing
+    # the connection goes on, and an answer without trailers has none
+    st = c.get("/chunked")
+    assert st.status == 200 and st.trailers is None
+    c.close()
+
+
+def test_http1_chunked_trailers_pass_through_both_ways(start_h2):
+    gw = start_h2()
+    c = TlsClient(gw.port, "a.test", client_ctx(gw.pki["ca"].cert))
+    c.send(b"POST /trailers HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n"
+           b"Connection: close\r\n\r\n3\r\nabc\r\n0\r\nX-Req-Trailer: yes\r\n\r\n")
+    _, status, _, head = c.read_head()
+    while c._fill():
+        pass
+    body = c.buf
+    c.close()
+    assert status == 200 and hdr(head, "transfer-encoding") == "chunked", head
+    # the upstream's trailer section reaches an HTTP/1.1 client as it was sent
+    tail = b"".join(b"%s: %s\r\n" % (k.encode(), v.encode()) for k, v in Upstream.TRAILERS)
+    assert body.endswith(b"\r\n0\r\n" + tail + b"\r\n"), body[-400:]
+    rec = gw.ups["4.2.0"].requests[-1]
+    assert rec["trailers"] == [("X-Req-Trailer", "yes")], rec["trailers"]
 
 
 # ---------------------------------------------------------------- flow control, memory
