@@ -91,7 +91,7 @@ struct sy_h2conn {
     uint64_t budget_start;
     uint32_t nresets, ncontrol;
     uint64_t t_settings;           /* when our SETTINGS went out (loop ms) */
-    unsigned goaway : 1, lingering : 1, settings_acked : 1, idle : 1;
+    unsigned goaway : 1, lingering : 1, settings_acked : 1, idle : 1, calm : 1;
 };
 
 struct sy_h2stream {
@@ -819,6 +819,8 @@ static void stream_trailers(struct sy_h2stream *s)
 static int over_budget(struct sy_h2conn *h, int reset)
 {
     uint64_t now = now_ms(h);
+    if (h->calm)
+        return 1; /* already over: what still arrives is neither logged nor counted again */
     if (now - h->budget_start >= BUDGET_MS) {
         h->budget_start = now;
         h->nresets = h->ncontrol = 0;
@@ -828,6 +830,7 @@ static int over_budget(struct sy_h2conn *h, int reset)
                     reset ? "stream resets" : "control frames");
         count_defence(h, reset ? SY_H2_DEF_RAPID_RESET : SY_H2_DEF_CONTROL_FLOOD);
         nghttp2_session_terminate_session(h->sess, NGHTTP2_ENHANCE_YOUR_CALM);
+        h->calm = 1;
         return 1;
     }
     return 0;

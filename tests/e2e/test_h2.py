@@ -663,6 +663,21 @@ def test_ping_flood_gets_goaway(start_h2):
     assert defence(gw, "control_flood") == 1 and goaways(gw, "enhance_your_calm") == 1
 
 
+def test_empty_data_flood_trips_once(start_h2):
+    """Frames still arriving after the GOAWAY are neither logged nor counted again."""
+    gw = start_h2()
+    c = gw.client()
+    sid = c.request(base("/sink", "POST"), end_stream=False)
+    try:
+        c.raw(frame(DATA, 0, sid, b"") * 3000)
+    except OSError:
+        pass
+    c.wait_closed(10)
+    assert c.goaway == ENHANCE_YOUR_CALM, c.goaway
+    assert defence(gw, "control_flood") == 1
+    assert gw.stderr_text().count("too many control frames") == 1
+
+
 def test_continuation_flood_closes_the_connection(start_h2):
     gw = start_h2()
     c = gw.client()
