@@ -1151,6 +1151,7 @@ int sy_h2_pump(struct sy_conn *c)
                         nghttp2_session_terminate_session(h->sess, NGHTTP2_ENHANCE_YOUR_CALM);
                     } else if (r == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS) {
                         count_defence(h, SY_H2_DEF_CONTINUATION);
+                        nghttp2_session_terminate_session(h->sess, NGHTTP2_ENHANCE_YOUR_CALM);
                     }
                     int ignored = 0;
                     flush(h, &ignored); /* a GOAWAY, when nghttp2 queued one */
