@@ -98,6 +98,7 @@ class Normal(threading.Thread):
         super().__init__(daemon=True)
         self.port, self.ca = port, ca
         self.ok, self.failed, self.lat = 0, 0, []
+        self.why = {}              # failure reason -> count
         self.stop = threading.Event()
 
     def run(self):
@@ -114,11 +115,15 @@ class Normal(threading.Thread):
                     self.ok += 1
                     self.lat.append(time.monotonic() - t0)
                 else:
-                    self.failed += 1
-            except Exception:
-                self.failed += 1
+                    self.fail("status %s reset %s" % (st.status, st.reset))
+            except Exception as e:
+                self.fail(type(e).__name__)
                 c = None
                 time.sleep(0.05)
+
+    def fail(self, why):
+        self.failed += 1
+        self.why[why] = self.why.get(why, 0) + 1
 
     def p99_ms(self):
         if not self.lat:
@@ -507,7 +512,7 @@ def run_one(make, args, ca, leaf, up, ports, tmp):
             "attack": atk.name, "doc": atk.doc, "seconds": took,
             "opened": atk.opened, "frames": atk.frames, "conns": len(atk.conns),
             "upstream": seen,
-            "ok": normal.ok, "failed": normal.failed, "p99": normal.p99_ms(),
+            "ok": normal.ok, "failed": normal.failed, "p99": normal.p99_ms(), "why": normal.why,
             "rss_before": before, "rss_peak": max(sampler.peak, before),
             "hwm": after.get("VmHWM", 0), "rss_after": after.get("VmRSS", 0),
             "goaway": goaways, "rst": sum(c.rst for c in atk.conns),
@@ -584,6 +589,8 @@ def main():
                       r["attack"], r["opened"], r["upstream"], r["ok"], r["failed"], r["p99"],
                       mib(r["rss_before"]), mib(r["rss_peak"]), mib(r["rss_after"]),
                       r["goaway"], r["rst"], r["trips"]), flush=True)
+            if r["why"]:
+                print("    normal client failures: %r" % r["why"], flush=True)
             rows.append(r)
     finally:
         up.stop()
