@@ -716,9 +716,10 @@ static int on_header(nghttp2_session *sess, const nghttp2_frame *frame, const ui
     if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
         r = sy_h2_head_add(&h->head, name, nl, value, vl);
     } else {
+        /* Counted even when nobody will read them: the size bounds hold for every block. */
         struct sy_h2stream *s = nghttp2_session_get_stream_user_data(sess, frame->hd.stream_id);
-        if (!s || s->dead || s->x_over || !s->x)
-            return 0; /* nobody will read them */
+        if (!s)
+            return 0;
         r = sy_h2_trailers_add(&s->trl, name, nl, value, vl);
     }
     if (r < 0) {

@@ -497,6 +497,20 @@ def test_request_trailers_over_the_limit_get_431(start_h2):
     assert [r for u in gw.ups.values() for r in u.requests if r["path"] == "/sink"] == []
 
 
+def test_request_trailers_far_beyond_the_limit_close_the_connection(start_h2):
+    gw = start_h2(http2={"max_header_list_size": "1k"})
+    c = gw.client()
+    try:
+        _send_with_trailers(c, base("/sink", "POST"), b"abc",
+                            [("x-t%d" % i, "v" * 1000) for i in range(80)])
+    except OSError:
+        pass
+    c.wait_closed(10)
+    assert c.goaway == ENHANCE_YOUR_CALM, c.goaway
+    assert defence(gw, "header_list_size") == 1
+    assert [r for u in gw.ups.values() for r in u.requests if r["path"] == "/sink"] == []
+
+
 def test_response_trailers_become_a_trailing_headers_frame(start_h2):
     gw = start_h2()
     c = gw.client()
