@@ -15,6 +15,18 @@ static const char *uperr_names[SY_UPERR_MAX] = {
     "connect_refused", "connect_timeout", "response_timeout", "reset", "bad_response", "no_server",
 };
 
+static const char *const proto_names[SY_PROTO_MAX] = {"HTTP/1.1", "HTTP/2"};
+
+static const char *const goaway_names[SY_H2_GOAWAY_MAX] = {
+    "drain",          "idle",          "protocol_error",    "flow_control_error",
+    "settings_timeout", "compression_error", "enhance_your_calm", "other",
+};
+
+static const char *const defence_names[SY_H2_DEF_MAX] = {
+    "rapid_reset",     "control_flood",    "continuation_flood", "header_list_size",
+    "header_timeout",  "settings_timeout", "library_flood",      "stalled_reader",
+};
+
 static const int client_error_codes[8] = {400, 408, 413, 414, 417, 431, 501, 505};
 
 const char *sy_uperr_name(enum sy_uperr e)
@@ -78,15 +90,15 @@ struct sy_mirror_counter *sy_metrics_mirror(struct sy_metrics *m, const char *si
     return c;
 }
 
-void sy_metrics_observe(struct sy_metrics *m, uint64_t us)
+void sy_metrics_observe(struct sy_metrics *m, enum sy_proto proto, uint64_t us)
 {
     size_t i = 0;
     double s = (double)us / 1e6;
     while (i < SY_HIST_NBUCKETS && s > sy_hist_bounds[i])
         i++;
-    sy_counter_add(&m->hist[i], 1);
-    sy_counter_add(&m->hist_count, 1);
-    sy_counter_add(&m->hist_sum_us, us);
+    sy_counter_add(&m->hist[proto][i], 1);
+    sy_counter_add(&m->hist_count[proto], 1);
+    sy_counter_add(&m->hist_sum_us[proto], us);
 }
 
 void sy_metrics_client_error(struct sy_metrics *m, int status)
@@ -183,8 +195,9 @@ static void label(struct sy_textbuf *b, const char *v)
 
 static void render_requests(struct sy_textbuf *b, struct sy_metrics *const *ms, size_t n)
 {
-    sy_textbuf_printf(b, "# HELP switchyard_requests_total Requests answered, by site, version "
-                         "and status class.\n# TYPE switchyard_requests_total counter\n");
+    sy_textbuf_printf(b, "# HELP switchyard_requests_total Requests answered, by site, version, "
+                         "status class and the client's protocol.\n"
+                         "# TYPE switchyard_requests_total counter\n");
     /* Sum entries with equal labels across workers: first occurrence prints the sum. */
     for (size_t w = 0; w < n; w++) {
         for (struct sy_req_counter *c = __atomic_load_n(&ms[w]->reqs, __ATOMIC_ACQUIRE); c;
@@ -199,20 +212,24 @@ static void render_requests(struct sy_textbuf *b, struct sy_metrics *const *ms, 
                     }
             if (seen)
                 continue;
-            for (int cls = 1; cls <= 5; cls++) {
-                uint64_t sum = 0;
-                for (size_t v = w; v < n; v++)
-                    for (struct sy_req_counter *d = __atomic_load_n(&ms[v]->reqs, __ATOMIC_ACQUIRE);
-                         d; d = __atomic_load_n(&d->next, __ATOMIC_ACQUIRE))
-                        if (!strcmp(d->site, c->site) && !strcmp(d->version, c->version))
-                            sum += sy_counter_get(&d->by_class[cls]);
-                if (!sum)
-                    continue;
-                sy_textbuf_printf(b, "switchyard_requests_total{site=\"");
-                label(b, c->site);
-                sy_textbuf_printf(b, "\",version=\"");
-                label(b, c->version);
-                sy_textbuf_printf(b, "\",code=\"%dxx\"} %llu\n", cls, (unsigned long long)sum);
+            for (int pr = 0; pr < SY_PROTO_MAX; pr++) {
+                for (int cls = 1; cls <= 5; cls++) {
+                    uint64_t sum = 0;
+                    for (size_t v = w; v < n; v++)
+                        for (struct sy_req_counter *d =
+                                 __atomic_load_n(&ms[v]->reqs, __ATOMIC_ACQUIRE);
+                             d; d = __atomic_load_n(&d->next, __ATOMIC_ACQUIRE))
+                            if (!strcmp(d->site, c->site) && !strcmp(d->version, c->version))
+                                sum += sy_counter_get(&d->by_class[pr][cls]);
+                    if (!sum)
+                        continue;
+                    sy_textbuf_printf(b, "switchyard_requests_total{site=\"");
+                    label(b, c->site);
+                    sy_textbuf_printf(b, "\",version=\"");
+                    label(b, c->version);
+                    sy_textbuf_printf(b, "\",code=\"%dxx\",protocol=\"%s\"} %llu\n", cls,
+                                      proto_names[pr], (unsigned long long)sum);
+                }
             }
         }
     }
@@ -390,6 +407,67 @@ static void render_mirror_set(struct sy_textbuf *b, struct sy_metrics *const *ms
         s_;                                                                                      \
     })
 
+static void render_histogram(struct sy_textbuf *b, struct sy_metrics *const *ms, size_t n)
+{
+    sy_textbuf_printf(b, "# HELP switchyard_request_duration_seconds Time from request head to "
+                         "the end of the response.\n"
+                         "# TYPE switchyard_request_duration_seconds histogram\n");
+    for (int pr = 0; pr < SY_PROTO_MAX; pr++) {
+        const char *p = proto_names[pr];
+        uint64_t cum = 0;
+        for (size_t k = 0; k < SY_HIST_NBUCKETS; k++) {
+            cum += SUM(hist[pr][k]);
+            sy_textbuf_printf(b, "switchyard_request_duration_seconds_bucket{protocol=\"%s\","
+                                 "le=\"%g\"} %llu\n",
+                              p, sy_hist_bounds[k], (unsigned long long)cum);
+        }
+        cum += SUM(hist[pr][SY_HIST_NBUCKETS]);
+        sy_textbuf_printf(b, "switchyard_request_duration_seconds_bucket{protocol=\"%s\","
+                             "le=\"+Inf\"} %llu\n",
+                          p, (unsigned long long)cum);
+        sy_textbuf_printf(b, "switchyard_request_duration_seconds_sum{protocol=\"%s\"} %.6f\n", p,
+                          (double)SUM(hist_sum_us[pr]) / 1e6);
+        sy_textbuf_printf(b, "switchyard_request_duration_seconds_count{protocol=\"%s\"} %llu\n",
+                          p, (unsigned long long)SUM(hist_count[pr]));
+    }
+}
+
+static void render_h2(struct sy_textbuf *b, struct sy_metrics *const *ms, size_t n)
+{
+    static const struct {
+        const char *name, *help;
+        size_t off;
+    } plain[] = {
+        {"connections", "Client connections that negotiated HTTP/2.",
+         offsetof(struct sy_metrics, h2_conns)},
+        {"streams", "HTTP/2 request streams opened by clients.",
+         offsetof(struct sy_metrics, h2_streams)},
+        {"client_resets", "RST_STREAM frames received from HTTP/2 clients.",
+         offsetof(struct sy_metrics, h2_client_resets)},
+    };
+    for (size_t k = 0; k < sizeof(plain) / sizeof(plain[0]); k++) {
+        uint64_t sum = 0;
+        for (size_t i = 0; i < n; i++)
+            sum += sy_counter_get((const uint64_t *)((const char *)ms[i] + plain[k].off));
+        sy_textbuf_printf(b, "# HELP switchyard_http2_%s_total %s\n"
+                             "# TYPE switchyard_http2_%s_total counter\n"
+                             "switchyard_http2_%s_total %llu\n",
+                          plain[k].name, plain[k].help, plain[k].name, plain[k].name,
+                          (unsigned long long)sum);
+    }
+    sy_textbuf_printf(b, "# HELP switchyard_http2_goaways_sent_total GOAWAY frames sent, by "
+                         "reason.\n# TYPE switchyard_http2_goaways_sent_total counter\n");
+    for (size_t k = 0; k < SY_H2_GOAWAY_MAX; k++)
+        sy_textbuf_printf(b, "switchyard_http2_goaways_sent_total{reason=\"%s\"} %llu\n",
+                          goaway_names[k], (unsigned long long)SUM(h2_goaways[k]));
+    sy_textbuf_printf(b, "# HELP switchyard_http2_defence_trips_total HTTP/2 connections or "
+                         "streams ended by a defence, by defence.\n"
+                         "# TYPE switchyard_http2_defence_trips_total counter\n");
+    for (size_t k = 0; k < SY_H2_DEF_MAX; k++)
+        sy_textbuf_printf(b, "switchyard_http2_defence_trips_total{defence=\"%s\"} %llu\n",
+                          defence_names[k], (unsigned long long)SUM(h2_defences[k]));
+}
+
 void sy_metrics_render(struct sy_textbuf *b, struct sy_metrics *const *ms, size_t n)
 {
     render_requests(b, ms, n);
@@ -437,20 +515,6 @@ void sy_metrics_render(struct sy_textbuf *b, struct sy_metrics *const *ms, size_
     for (size_t k = 0; k < 8; k++)
         sy_textbuf_printf(b, "switchyard_client_errors_total{code=\"%d\"} %llu\n",
                           client_error_codes[k], (unsigned long long)SUM(client_errors[k]));
-    sy_textbuf_printf(b, "# HELP switchyard_request_duration_seconds Time from request head to "
-                         "the end of the response.\n"
-                         "# TYPE switchyard_request_duration_seconds histogram\n");
-    uint64_t cum = 0;
-    for (size_t k = 0; k < SY_HIST_NBUCKETS; k++) {
-        cum += SUM(hist[k]);
-        sy_textbuf_printf(b, "switchyard_request_duration_seconds_bucket{le=\"%g\"} %llu\n",
-                          sy_hist_bounds[k], (unsigned long long)cum);
-    }
-    cum += SUM(hist[SY_HIST_NBUCKETS]);
-    sy_textbuf_printf(b, "switchyard_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n",
-                      (unsigned long long)cum);
-    sy_textbuf_printf(b, "switchyard_request_duration_seconds_sum %.6f\n",
-                      (double)SUM(hist_sum_us) / 1e6);
-    sy_textbuf_printf(b, "switchyard_request_duration_seconds_count %llu\n",
-                      (unsigned long long)SUM(hist_count));
+    render_histogram(b, ms, n);
+    render_h2(b, ms, n);
 }

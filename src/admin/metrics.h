@@ -27,10 +27,13 @@ enum sy_uperr {
 #define SY_HIST_NBUCKETS 12
 extern const double sy_hist_bounds[SY_HIST_NBUCKETS];
 
+/* The client's protocol, a label of the request metrics. */
+enum sy_proto { SY_PROTO_H1 = 0, SY_PROTO_H2, SY_PROTO_MAX };
+
 struct sy_req_counter {
     char *site;
     char *version;             /* "" for plain upstream sites and gateway answers */
-    uint64_t by_class[6];      /* index = status / 100 (1..5); 0 unused */
+    uint64_t by_class[SY_PROTO_MAX][6]; /* [protocol][status / 100 (1..5)]; class 0 unused */
     struct sy_req_counter *next;
 };
 
@@ -75,6 +78,32 @@ struct sy_mirror_counter {
     struct sy_mirror_counter *next;
 };
 
+/* GOAWAY frames sent, by why (the error code, and for NO_ERROR whether drain or idle). */
+enum sy_h2_goaway {
+    SY_H2_GOAWAY_DRAIN = 0,
+    SY_H2_GOAWAY_IDLE,
+    SY_H2_GOAWAY_PROTOCOL_ERROR,
+    SY_H2_GOAWAY_FLOW_CONTROL_ERROR,
+    SY_H2_GOAWAY_SETTINGS_TIMEOUT,
+    SY_H2_GOAWAY_COMPRESSION_ERROR,
+    SY_H2_GOAWAY_ENHANCE_YOUR_CALM,
+    SY_H2_GOAWAY_OTHER,
+    SY_H2_GOAWAY_MAX
+};
+
+/* HTTP/2 defences, each counted when it trips (docs/http2-defences.md). */
+enum sy_h2_defence {
+    SY_H2_DEF_RAPID_RESET = 0,   /* http2.max_resets */
+    SY_H2_DEF_CONTROL_FLOOD,     /* SETTINGS, PING, PRIORITY, empty DATA over budget */
+    SY_H2_DEF_CONTINUATION,      /* too many CONTINUATION frames in one block */
+    SY_H2_DEF_HEADER_LIST,       /* a header block far beyond http2.max_header_list_size */
+    SY_H2_DEF_HEADER_TIMEOUT,    /* a header block left unfinished */
+    SY_H2_DEF_SETTINGS_TIMEOUT,  /* our SETTINGS not acknowledged in time */
+    SY_H2_DEF_LIBRARY_FLOOD,     /* nghttp2's own limits (queued replies, its reset budget) */
+    SY_H2_DEF_STALLED_READER,    /* a stream or connection whose client stopped reading */
+    SY_H2_DEF_MAX
+};
+
 struct sy_metrics {
     struct sy_req_counter *reqs;
     struct sy_mirror_counter *mirrors;
@@ -84,10 +113,15 @@ struct sy_metrics {
     uint64_t conns_accepted;
     uint64_t accept_paused;    /* times accepting was paused (fd or connection limit) */
     uint64_t tunnels_active;
-    uint64_t hist[SY_HIST_NBUCKETS + 1];
-    uint64_t hist_count;
-    uint64_t hist_sum_us;
+    uint64_t hist[SY_PROTO_MAX][SY_HIST_NBUCKETS + 1];
+    uint64_t hist_count[SY_PROTO_MAX];
+    uint64_t hist_sum_us[SY_PROTO_MAX];
     uint64_t client_errors[8]; /* 400 408 413 414 417 431 501 505 */
+    uint64_t h2_conns;         /* connections that negotiated h2 */
+    uint64_t h2_streams;       /* request streams opened by clients */
+    uint64_t h2_client_resets; /* RST_STREAM frames received */
+    uint64_t h2_goaways[SY_H2_GOAWAY_MAX];
+    uint64_t h2_defences[SY_H2_DEF_MAX];
 };
 
 /* Owner-only increments: no read-modify-write atomics needed. */
@@ -113,7 +147,7 @@ struct sy_upsrv_counter *sy_metrics_upsrv(struct sy_metrics *m, const char *upst
                                           const char *server, const char *address);
 struct sy_mirror_counter *sy_metrics_mirror(struct sy_metrics *m, const char *site,
                                             const char *from, const char *to);
-void sy_metrics_observe(struct sy_metrics *m, uint64_t duration_us);
+void sy_metrics_observe(struct sy_metrics *m, enum sy_proto proto, uint64_t duration_us);
 void sy_metrics_client_error(struct sy_metrics *m, int status);
 void sy_metrics_free(struct sy_metrics *m);
 

@@ -412,10 +412,10 @@ static int load_http2(struct ctx *c, yaml_node_t *n)
 {
     struct field f[] = {{"enabled", 0, 0},              {"max_concurrent_streams", 0, 0},
                         {"max_header_list_size", 0, 0}, {"max_resets", 0, 0},
-                        {"cleartext", 0, 0}};
+                        {"cleartext", 0, 0},            {"settings_timeout", 0, 0}};
     uint64_t v;
 
-    if (get_fields(c, n, "http2", f, 5) < 0)
+    if (get_fields(c, n, "http2", f, 6) < 0)
         return -1;
     if (f[0].val && bool_value(c, f[0].val, "http2.enabled", &c->cfg->http2.enabled) < 0)
         return -1;
@@ -431,6 +431,9 @@ static int load_http2(struct ctx *c, yaml_node_t *n)
                                &c->cfg->http2.max_resets) < 0)
         return -1;
     if (f[4].val && bool_value(c, f[4].val, "http2.cleartext", &c->cfg->http2.cleartext) < 0)
+        return -1;
+    if (f[5].val && duration_value(c, f[5].val, "http2.settings_timeout", 100,
+                                   &c->cfg->http2.settings_timeout_ms) < 0)
         return -1;
     return 0;
 }
@@ -1302,6 +1305,7 @@ static void set_defaults(struct sy_config *cfg)
     cfg->http2.max_concurrent_streams = 100;
     cfg->http2.max_header_list_size = 16384;
     cfg->http2.max_resets = 200;
+    cfg->http2.settings_timeout_ms = 10 * 1000;
     cfg->log.access = 1;
     cfg->log.level = SY_LOG_INFO;
     cfg->tls.redirect_port = 443;

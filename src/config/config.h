@@ -171,6 +171,7 @@ struct sy_config {
         uint32_t max_header_list_size;   /* bytes of one request's fields, default 16k (431) */
         uint32_t max_resets;        /* streams a client may reset per 10 s, default 200 */
         int cleartext;              /* default 0: h2 with prior knowledge on listen.http */
+        uint32_t settings_timeout_ms; /* default 10s: our SETTINGS unacknowledged, GOAWAY */
     } http2;
     struct {
         int access;                 /* default 1: JSON access log on stdout */

@@ -101,14 +101,26 @@ static void set_pseudo(struct sy_h2_head *h, struct sy_h2_slice *dst, const uint
     *dst = append(h, v, vl);
 }
 
+/*
+ * Adds a field's RFC 7541 size to *size. 0 within max, 1 over it, -1 so far
+ * beyond (4 times, plus 64 KiB) that the connection should end.
+ */
+static int add_size(uint32_t *size, uint32_t max, size_t nl, size_t vl)
+{
+    uint64_t sz = (uint64_t)*size + nl + vl + FIELD_OVERHEAD;
+    *size = sz > UINT32_MAX ? UINT32_MAX : (uint32_t)sz;
+    if (*size <= max)
+        return 0;
+    return (uint64_t)*size > 4 * (uint64_t)max + 65536 ? -1 : 1;
+}
+
 int sy_h2_head_add(struct sy_h2_head *h, const uint8_t *name, size_t nl, const uint8_t *value,
                    size_t vl)
 {
-    uint64_t size = (uint64_t)h->size + nl + vl + FIELD_OVERHEAD;
-    h->size = size > UINT32_MAX ? UINT32_MAX : (uint32_t)size;
-    if (h->size > h->max_size) {
+    int over = add_size(&h->size, h->max_size, nl, vl);
+    if (over) {
         h->status = 431;
-        return (uint64_t)h->size > 4 * (uint64_t)h->max_size + 65536 ? -1 : 0;
+        return over < 0 ? -1 : 0;
     }
     if (h->malformed || h->status)
         return 0;
@@ -348,4 +360,88 @@ int sy_h2_ws_accept_ok(const char key[SY_H2_WS_KEY_LEN], struct sy_str accept)
     sy_tls_sha1(in, sizeof(in), sha);
     base64(sha, sizeof(sha), want);
     return accept.len == SY_H2_WS_ACCEPT_LEN && memcmp(accept.p, want, SY_H2_WS_ACCEPT_LEN) == 0;
+}
+
+/* ---- trailers ---- */
+
+int sy_h2_trailer_allowed(const char *name, size_t nl)
+{
+    static const char *const denied[] = {
+        /* connection-specific (RFC 9113 §8.2.2) and framing */
+        "connection", "keep-alive", "proxy-connection", "te", "transfer-encoding", "upgrade",
+        "trailer", "content-length",
+        /* routing, the content as a whole, authentication, caching (RFC 9110 §6.5.1) */
+        "host", "content-type", "content-encoding", "content-range", "content-location",
+        "authorization", "proxy-authorization", "www-authenticate", "proxy-authenticate",
+        "cookie", "set-cookie", "cache-control", "expect", "range", "if-match",
+        "if-none-match", "if-modified-since", "if-unmodified-since", "if-range", "max-forwards",
+        "location", "retry-after", "vary", "age", "expires", "date",
+        /* set by the gateway */
+        "forwarded", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
+        "x-forwarded-port", "x-request-id", "x-real-ip",
+    };
+    if (!nl || name[0] == ':')
+        return 0;
+    for (size_t i = 0; i < sizeof(denied) / sizeof(denied[0]); i++) {
+        size_t dl = strlen(denied[i]);
+        if (dl != nl)
+            continue;
+        size_t k = 0;
+        while (k < nl && (name[k] | (name[k] >= 'A' && name[k] <= 'Z' ? 0x20 : 0)) == denied[i][k])
+            k++;
+        if (k == nl)
+            return 0;
+    }
+    return 1;
+}
+
+void sy_h2_trailers_reset(struct sy_h2_trailers *t, uint32_t max_size, uint32_t max_len)
+{
+    sy_h2_trailers_free(t);
+    t->max_size = max_size;
+    t->max_len = max_len;
+}
+
+int sy_h2_trailers_add(struct sy_h2_trailers *t, const uint8_t *name, size_t nl,
+                       const uint8_t *value, size_t vl)
+{
+    int over = add_size(&t->size, t->max_size, nl, vl);
+    if (over) {
+        t->too_big = 1;
+        return over < 0 ? -1 : 0;
+    }
+    if (t->malformed || t->too_big)
+        return 0;
+    if (!valid_name(name, nl) || !valid_value(value, vl) ||
+        connection_specific(name, nl, value, vl)) {
+        t->malformed = 1; /* pseudo-headers fail valid_name: ':' is no tchar */
+        return 0;
+    }
+    if (!sy_h2_trailer_allowed((const char *)name, nl))
+        return 0;
+    size_t need = nl + 2 + vl + 2;
+    if ((uint64_t)t->len + need > t->max_len) {
+        t->too_big = 1;
+        return 0;
+    }
+    if (t->len + need > t->cap) {
+        size_t cap = t->cap ? t->cap : 256;
+        while (cap < t->len + need)
+            cap *= 2;
+        t->buf = sy_realloc(t->buf, cap);
+        t->cap = (uint32_t)cap;
+    }
+    char *p = t->buf + t->len;
+    memcpy(p, name, nl);
+    memcpy(p + nl, ": ", 2);
+    memcpy(p + nl + 2, value, vl);
+    memcpy(p + nl + 2 + vl, "\r\n", 2);
+    t->len += (uint32_t)need;
+    return 0;
+}
+
+void sy_h2_trailers_free(struct sy_h2_trailers *t)
+{
+    sy_free(t->buf);
+    memset(t, 0, sizeof(*t));
 }

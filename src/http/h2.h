@@ -102,5 +102,38 @@ void sy_h2_head_free(struct sy_h2_head *h);
 void sy_h2_ws_key(const uint8_t nonce[16], char key[SY_H2_WS_KEY_LEN]);
 /* 1 when `accept` (a Sec-WebSocket-Accept value) answers `key` (RFC 6455 §4.2.2). */
 int sy_h2_ws_accept_ok(const char key[SY_H2_WS_KEY_LEN], struct sy_str accept);
+/*
+ * Trailer fields (RFC 9113 §8.1, RFC 9110 §6.5), both ways. Only fields that
+ * may follow a body are passed on: not the connection-specific ones, nor
+ * those about framing, routing, the content as a whole or authentication
+ * (content-length, transfer-encoding, trailer, host, content-type,
+ * content-encoding, content-range, authorization, ...), nor the ones the
+ * gateway sets itself (x-forwarded-*, forwarded, x-request-id). Pseudo-header
+ * names are refused.
+ */
+int sy_h2_trailer_allowed(const char *name, size_t nl);
+
+/* A request's trailer block, serialized as HTTP/1.1 trailer lines ("name: value\r\n"). */
+struct sy_h2_trailers {
+    char *buf;
+    uint32_t len, cap;
+    uint32_t size;             /* RFC 7541 size so far */
+    uint32_t max_size, max_len;
+    int malformed;             /* a field with an invalid name or value: the stream is reset */
+    int too_big;               /* over max_size (RFC 7541 size) or max_len bytes of lines */
+};
+
+/* Zero it, then this before the block: limits as for a head, max_len for the lines. */
+void sy_h2_trailers_reset(struct sy_h2_trailers *t, uint32_t max_size, uint32_t max_len);
+
+/*
+ * Adds one decoded field: checked as a head's fields are, and kept when
+ * sy_h2_trailer_allowed(). Returns 0; -1 far beyond max_size (as
+ * sy_h2_head_add()): the connection should end.
+ */
+int sy_h2_trailers_add(struct sy_h2_trailers *t, const uint8_t *name, size_t nl,
+                       const uint8_t *value, size_t vl);
+
+void sy_h2_trailers_free(struct sy_h2_trailers *t);
 
 #endif

@@ -88,7 +88,7 @@ static void count_response(struct sy_exchange *x, int status)
     }
     int cls = status / 100;
     if (cls >= 1 && cls <= 5)
-        sy_counter_add(&rc->by_class[cls], 1);
+        sy_counter_add(&rc->by_class[x->h2 ? SY_PROTO_H2 : SY_PROTO_H1][cls], 1);
 }
 
 void sy_exchange_log(struct sy_exchange *x)
@@ -97,7 +97,7 @@ void sy_exchange_log(struct sy_exchange *x)
         return;
     uint64_t dur = now_us() - x->t_req_start_us;
     count_response(x, x->status);
-    sy_metrics_observe(&x->w->metrics, dur);
+    sy_metrics_observe(&x->w->metrics, x->h2 ? SY_PROTO_H2 : SY_PROTO_H1, dur);
     if (x->status >= 400 && x->status < 600 && !x->up)
         sy_metrics_client_error(&x->w->metrics, x->status);
     if (cfg_of(x)->log.access)

@@ -14,14 +14,16 @@
  * from :authority, the cookie fields joined with "; ", Transfer-Encoding:
  * chunked when a body comes without content-length. DATA payload goes to the
  * stream's input buffer; in_peek() frames it as chunks when the request is
- * chunked. A byte is acknowledged (nghttp2_session_consume, WINDOW_UPDATE)
+ * chunked, its trailers (checked and filtered by sy_h2_trailers_add()) in
+ * the last one. A byte is acknowledged (nghttp2_session_consume, WINDOW_UPDATE)
  * only when the exchange consumed it, i.e. wrote it upstream: the stream
  * window (H2_WINDOW) is the buffer.
  *
  * Response direction: out_head() translates the response head into HEADERS;
  * out_write() takes HTTP/1.1-framed body bytes (de-chunked when chunked) into
  * the stream's output buffer, from which nghttp2's data provider pulls DATA
- * frames as the client's windows allow. A full output buffer makes
+ * frames as the client's windows allow; a chunked answer's trailer section
+ * follows them as a trailing HEADERS frame. A full output buffer makes
  * out_write() take nothing, so the exchange stops reading the upstream:
  * memory per stream is one buffer each way plus the upstream's.
  *
@@ -95,9 +97,10 @@ struct sy_h2conn {
     uint64_t budget_start;
     uint32_t nresets, ncontrol;
     uint64_t notice_at;            /* drain: when the shutdown notice went out */
+    uint64_t t_settings;           /* when our SETTINGS went out (loop ms) */
     unsigned goaway : 1;           /* the final GOAWAY is submitted */
     unsigned notice : 1;           /* the drain's shutdown notice is submitted */
-    unsigned lingering : 1;
+    unsigned lingering : 1, settings_acked : 1, idle : 1, calm : 1;
 };
 
 /* The PING that follows the shutdown notice: its ACK says the notice arrived. */
@@ -120,10 +123,17 @@ struct sy_h2stream {
     uint32_t plo, phi;             /* the payload inside the framed part */
     uint64_t unconsumed;           /* payload received and not yet acknowledged */
 
+    struct sy_h2_trailers trl;     /* the request's trailers, for the last chunk */
+
     /* Response payload: ob[ooff, olen) for DATA frames. */
     char *ob;
     uint32_t ooff, olen;
     struct dechunk dc;
+    /* The answer's trailer section: its lines as received, then HEADERS fields. */
+    char *rt;
+    uint32_t rtlen;
+    nghttp2_nv *tnv;
+    size_t ntnv;
 
     uint64_t t_last;               /* last progress on the client's side of the stream */
     unsigned in_eof : 1, last_framed : 1, chunked : 1, x_over : 1, dead : 1;
@@ -143,6 +153,16 @@ static inline uint64_t now_ms(struct sy_h2conn *h)
 static inline const struct sy_config *cfg_of(struct sy_h2conn *h)
 {
     return sy_wsnap_get(h->c->w)->snap->cfg;
+}
+
+static inline struct sy_metrics *metrics_of(struct sy_h2conn *h)
+{
+    return &h->c->w->metrics;
+}
+
+static void count_defence(struct sy_h2conn *h, enum sy_h2_defence d)
+{
+    sy_counter_add(&metrics_of(h)->h2_defences[d], 1);
 }
 
 static void stream_ready(struct sy_h2stream *s)
@@ -194,6 +214,9 @@ void sy_h2_reap(struct sy_worker *w)
             sy_free(s->ib);
         if (s->ob)
             sy_worker_buf_put(w, s->ob);
+        sy_h2_trailers_free(&s->trl);
+        sy_free(s->rt);
+        sy_free(s->tnv);
         sy_free(s->head);
         sy_free(s);
     }
@@ -204,8 +227,8 @@ void sy_h2_reap(struct sy_worker *w)
 /*
  * Chunked request: frames the raw payload [ifend, iplen) as one chunk (its
  * size line written in the consumed room before it, CRLF after it), and the
- * last chunk once the stream ended. Only called when everything framed
- * before was consumed (istart == ifend).
+ * last chunk with the trailer lines once the stream ended. Only called when
+ * everything framed before was consumed (istart == ifend).
  */
 static void frame_chunk(struct sy_h2stream *s)
 {
@@ -221,11 +244,18 @@ static void frame_chunk(struct sy_h2stream *s)
         s->ifend = s->iplen = s->iplen + 2;
     }
     if (s->in_eof && !s->last_framed) {
-        memcpy(s->ib + s->ifend, "0\r\n\r\n", 5);
+        uint32_t tl = s->trl.len;
+        if (tl) /* no DATA after the end: the room the window kept may grow */
+            s->ib = sy_realloc(s->ib, IN_CAP + tl);
+        memcpy(s->ib + s->ifend, "0\r\n", 3);
+        if (tl)
+            memcpy(s->ib + s->ifend + 3, s->trl.buf, tl);
+        memcpy(s->ib + s->ifend + 3 + tl, "\r\n", 2);
         if (s->istart == s->ifend)
             s->plo = s->phi = s->ifend;
-        s->ifend = s->iplen = s->ifend + 5;
+        s->ifend = s->iplen = s->ifend + 5 + tl;
         s->last_framed = 1;
+        sy_h2_trailers_free(&s->trl);
     }
 }
 
@@ -295,7 +325,6 @@ static void h2_send_continue(struct sy_exchange *x)
 static ssize_t data_read(nghttp2_session *sess, int32_t id, uint8_t *buf, size_t length,
                          uint32_t *flags, nghttp2_data_source *src, void *ud)
 {
-    (void)sess;
     (void)id;
     (void)ud;
     struct sy_h2stream *s = src->ptr;
@@ -314,8 +343,12 @@ static ssize_t data_read(nghttp2_session *sess, int32_t id, uint8_t *buf, size_t
         if (!s->x_over)
             stream_ready(s); /* room again: the exchange may read its upstream */
     }
-    if (s->out_eof && s->ooff == s->olen)
+    if (s->out_eof && s->ooff == s->olen) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
+        if (s->ntnv && nghttp2_submit_trailer(sess, s->id, s->tnv, s->ntnv) == 0)
+            *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        s->ntnv = 0;
+    }
     return (ssize_t)n;
 }
 
@@ -424,6 +457,59 @@ static int h2_out_pending(struct sy_exchange *x)
     return 0; /* the head went to nghttp2 whole */
 }
 
+/*
+ * The answer's trailer lines, as the exchange validated them (header syntax,
+ * SY_H1_TRAILERS_MAX bytes in all: the cap here only guards).
+ */
+static void trailer_byte(struct sy_h2stream *s, char ch)
+{
+    if (s->rtlen >= SY_H1_TRAILERS_MAX)
+        return;
+    if (!s->rt)
+        s->rt = sy_malloc(SY_H1_TRAILERS_MAX);
+    s->rt[s->rtlen++] = ch;
+}
+
+/*
+ * The trailer section is complete: its lines become the fields of a trailing
+ * HEADERS frame, names lower-cased, values without surrounding whitespace,
+ * the fields no trailer may carry left out (sy_h2_trailer_allowed()), at most
+ * limits.max_headers of them. data_read() submits them after the last DATA.
+ */
+static void trailers_ready(struct sy_h2stream *s)
+{
+    if (!s->rtlen)
+        return;
+    size_t max = cfg_of(s->h)->limits.max_headers, n = 0;
+    s->tnv = sy_malloc(max * sizeof(*s->tnv));
+    char *p = s->rt, *end = s->rt + s->rtlen;
+    while (p < end && n < max) {
+        char *eol = memchr(p, '\n', (size_t)(end - p));
+        if (!eol)
+            break;
+        char *colon = memchr(p, ':', (size_t)(eol - p));
+        char *next = eol + 1;
+        if (eol > p && eol[-1] == '\r')
+            eol--;
+        if (colon && colon > p) {
+            for (char *q = p; q < colon; q++)
+                if (*q >= 'A' && *q <= 'Z')
+                    *q = (char)(*q + 32);
+            char *v = colon + 1;
+            while (v < eol && (*v == ' ' || *v == '\t'))
+                v++;
+            char *ve = eol;
+            while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
+                ve--;
+            if (sy_h2_trailer_allowed(p, (size_t)(colon - p)))
+                s->tnv[n++] = (nghttp2_nv){(uint8_t *)p, (uint8_t *)v, (size_t)(colon - p),
+                                           (size_t)(ve - v), NGHTTP2_NV_FLAG_NONE};
+        }
+        p = next;
+    }
+    s->ntnv = n;
+}
+
 /* De-chunks validated chunked bytes into ob. Returns the input bytes taken. */
 static size_t dechunk(struct sy_h2stream *s, const char *p, size_t n)
 {
@@ -472,15 +558,21 @@ static size_t dechunk(struct sy_h2stream *s, const char *p, size_t n)
             break;
         case DC_TRAILER: /* at the start of a trailer line, or the final CRLF */
             d->state = ch == '\r' ? DC_TRAILER_END : ch == '\n' ? DC_DONE : DC_TRAILER_LINE;
+            if (d->state == DC_TRAILER_LINE)
+                trailer_byte(s, ch);
+            else if (d->state == DC_DONE)
+                trailers_ready(s);
             i++;
             break;
         case DC_TRAILER_LINE:
+            trailer_byte(s, ch);
             if (ch == '\n')
                 d->state = DC_TRAILER;
             i++;
             break;
         case DC_TRAILER_END:
             d->state = DC_DONE;
+            trailers_ready(s);
             i++;
             break;
         default:
@@ -641,9 +733,16 @@ static int on_begin_headers(nghttp2_session *sess, const nghttp2_frame *frame, v
 {
     struct sy_h2conn *h = ud;
     h->ncont = 0;
-    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+    if (frame->hd.type != NGHTTP2_HEADERS)
         return 0;
     const struct sy_config *cfg = cfg_of(h);
+    if (frame->headers.cat != NGHTTP2_HCAT_REQUEST) { /* trailers: as a head, and 16 KiB of lines */
+        struct sy_h2stream *t = nghttp2_session_get_stream_user_data(sess, frame->hd.stream_id);
+        if (t)
+            sy_h2_trailers_reset(&t->trl, cfg->http2.max_header_list_size,
+                                 SY_H1_TRAILERS_MAX - 2);
+        return 0;
+    }
     struct sy_h2stream *s = sy_calloc(1, sizeof(*s));
     s->h = h;
     s->w = h->c->w;
@@ -652,6 +751,7 @@ static int on_begin_headers(nghttp2_session *sess, const nghttp2_frame *frame, v
     sy_list_init(&s->rlink);
     sy_list_insert_tail(&h->streams, &s->link);
     h->nstreams++;
+    sy_counter_add(&metrics_of(h)->h2_streams, 1);
     /* Header blocks are contiguous on the wire: one at a time per connection. */
     sy_h2_head_reset(&h->head, cfg->http2.max_header_list_size, cfg->limits.max_headers);
     nghttp2_session_set_stream_user_data(sess, s->id, s);
@@ -663,11 +763,22 @@ static int on_header(nghttp2_session *sess, const nghttp2_frame *frame, const ui
 {
     (void)flags;
     struct sy_h2conn *h = ud;
-    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
-        return 0; /* trailers: checked by nghttp2, not forwarded */
-    if (sy_h2_head_add(&h->head, name, nl, value, vl) < 0) {
+    if (frame->hd.type != NGHTTP2_HEADERS)
+        return 0;
+    int r;
+    if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
+        r = sy_h2_head_add(&h->head, name, nl, value, vl);
+    } else {
+        /* Counted even when nobody will read them: the size bounds hold for every block. */
+        struct sy_h2stream *s = nghttp2_session_get_stream_user_data(sess, frame->hd.stream_id);
+        if (!s)
+            return 0;
+        r = sy_h2_trailers_add(&s->trl, name, nl, value, vl);
+    }
+    if (r < 0) {
         sy_log_warn("h2", "client %s: header block far beyond http2.max_header_list_size; "
                     "closing the connection", h->c->peer_ip);
+        count_defence(h, SY_H2_DEF_HEADER_LIST);
         nghttp2_session_terminate_session(sess, NGHTTP2_ENHANCE_YOUR_CALM);
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     }
@@ -742,12 +853,37 @@ static void stream_start(struct sy_h2stream *s, int end_stream)
         stream_ready(s);
 }
 
+/*
+ * The request's trailers ended it. A chunked request takes them in its last
+ * chunk; one with content-length went upstream without chunked framing, so
+ * its trailers are dropped (RFC 9110 §6.5.1 lets a recipient discard them).
+ * Malformed fields reset the stream; too many bytes of them answer 431 or,
+ * once the answer started, reset it.
+ */
+static void stream_trailers(struct sy_h2stream *s)
+{
+    s->in_eof = 1;
+    if (s->x && !s->x_over && !s->trl.malformed && s->trl.too_big) {
+        if (s->x->resp_started)
+            h2_abort(s->x);
+        else
+            sy_exchange_answer_error(s->x, 431);
+    } else if (s->trl.malformed && !s->x_over) {
+        reset_stream(s, NGHTTP2_PROTOCOL_ERROR);
+    }
+    if (s->x_over || !s->chunked)
+        sy_h2_trailers_free(&s->trl);
+    stream_ready(s);
+}
+
 /* ---- other nghttp2 callbacks ---- */
 
 /* Rapid Reset, SETTINGS/PING floods: a budget per connection and per BUDGET_MS. */
 static int over_budget(struct sy_h2conn *h, int reset)
 {
     uint64_t now = now_ms(h);
+    if (h->calm)
+        return 1; /* already over: what still arrives is neither logged nor counted again */
     if (now - h->budget_start >= BUDGET_MS) {
         h->budget_start = now;
         h->nresets = h->ncontrol = 0;
@@ -755,7 +891,9 @@ static int over_budget(struct sy_h2conn *h, int reset)
     if (reset ? ++h->nresets > cfg_of(h)->http2.max_resets : ++h->ncontrol > MAX_CONTROL) {
         sy_log_warn("h2", "client %s: too many %s; closing the connection", h->c->peer_ip,
                     reset ? "stream resets" : "control frames");
+        count_defence(h, reset ? SY_H2_DEF_RAPID_RESET : SY_H2_DEF_CONTROL_FLOOD);
         nghttp2_session_terminate_session(h->sess, NGHTTP2_ENHANCE_YOUR_CALM);
+        h->calm = 1;
         return 1;
     }
     return 0;
@@ -776,6 +914,7 @@ static int on_begin_frame(nghttp2_session *sess, const nghttp2_frame_hd *hd, voi
     struct sy_h2conn *h = ud;
     if (hd->type == NGHTTP2_CONTINUATION && ++h->ncont > MAX_CONTINUATIONS) {
         sy_log_warn("h2", "client %s: CONTINUATION flood; closing the connection", h->c->peer_ip);
+        count_defence(h, SY_H2_DEF_CONTINUATION);
         nghttp2_session_terminate_session(sess, NGHTTP2_ENHANCE_YOUR_CALM);
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     }
@@ -796,8 +935,7 @@ static int on_frame_recv(nghttp2_session *sess, const nghttp2_frame *frame, void
         if (frame->headers.cat == NGHTTP2_HCAT_REQUEST && !s->x && !s->x_over) {
             stream_start(s, end);
         } else if (end) {
-            s->in_eof = 1;
-            stream_ready(s);
+            stream_trailers(s);
         }
         break;
     case NGHTTP2_DATA:
@@ -809,11 +947,14 @@ static int on_frame_recv(nghttp2_session *sess, const nghttp2_frame *frame, void
         }
         break;
     case NGHTTP2_RST_STREAM:
+        sy_counter_add(&metrics_of(h)->h2_client_resets, 1);
         over_budget(h, 1);
         break;
     case NGHTTP2_SETTINGS:
         if (!(frame->hd.flags & NGHTTP2_FLAG_ACK))
             over_budget(h, 0);
+        else
+            h->settings_acked = 1;
         break;
     case NGHTTP2_PING:
         if (!(frame->hd.flags & NGHTTP2_FLAG_ACK))
@@ -864,21 +1005,46 @@ static int on_data_chunk(nghttp2_session *sess, uint8_t flags, int32_t id, const
     return 0;
 }
 
+/* The reason label of a GOAWAY we send. */
+static enum sy_h2_goaway goaway_reason(struct sy_h2conn *h, uint32_t code)
+{
+    switch (code) {
+    case NGHTTP2_NO_ERROR:
+        return h->idle ? SY_H2_GOAWAY_IDLE : SY_H2_GOAWAY_DRAIN;
+    case NGHTTP2_PROTOCOL_ERROR:
+        return SY_H2_GOAWAY_PROTOCOL_ERROR;
+    case NGHTTP2_FLOW_CONTROL_ERROR:
+        return SY_H2_GOAWAY_FLOW_CONTROL_ERROR;
+    case NGHTTP2_SETTINGS_TIMEOUT:
+        return SY_H2_GOAWAY_SETTINGS_TIMEOUT;
+    case NGHTTP2_COMPRESSION_ERROR:
+        return SY_H2_GOAWAY_COMPRESSION_ERROR;
+    case NGHTTP2_ENHANCE_YOUR_CALM:
+        return SY_H2_GOAWAY_ENHANCE_YOUR_CALM;
+    default:
+        return SY_H2_GOAWAY_OTHER;
+    }
+}
+
 static int on_frame_send(nghttp2_session *sess, const nghttp2_frame *frame, void *ud)
 {
+    struct sy_h2conn *h = ud;
+    if (frame->hd.type == NGHTTP2_GOAWAY) {
+        if (frame->goaway.last_stream_id != INT32_MAX) /* the drain's notice is not counted */
+            sy_counter_add(&metrics_of(h)->h2_goaways[goaway_reason(h, frame->goaway.error_code)],
+                           1);
+        return 0;
+    }
     /*
-     * MadeYouReset (CVE-2025-8671): frames that make us reset a stream (a zero
-     * WINDOW_UPDATE, DATA past a window, a malformed header block) end its
-     * exchange exactly as a client RST_STREAM would, so they spend the same
-     * budget. Resets the client did not cause do not count: NO_ERROR (an
-     * answer sent before the body was read), REFUSED_STREAM (nothing was
-     * started) and INTERNAL_ERROR (the upstream failed mid-answer).
+     * Streams the client made us reset (malformed requests, flow-control or
+     * stream-state errors: MadeYouReset, CVE-2025-8671) cost what its own
+     * resets cost, and share their budget.
      */
     if (frame->hd.type == NGHTTP2_RST_STREAM) {
         uint32_t code = frame->rst_stream.error_code;
-        if (code != NGHTTP2_NO_ERROR && code != NGHTTP2_REFUSED_STREAM &&
-            code != NGHTTP2_INTERNAL_ERROR)
-            over_budget(ud, 1);
+        if (code == NGHTTP2_PROTOCOL_ERROR || code == NGHTTP2_FLOW_CONTROL_ERROR ||
+            code == NGHTTP2_STREAM_CLOSED || code == NGHTTP2_FRAME_SIZE_ERROR)
+            over_budget(h, 1);
         return 0;
     }
     if ((frame->hd.type == NGHTTP2_DATA || frame->hd.type == NGHTTP2_HEADERS) &&
@@ -909,7 +1075,8 @@ int sy_h2_start(struct sy_conn *c)
     h->c = c;
     sy_list_init(&h->streams);
     sy_list_init(&h->ready);
-    h->budget_start = h->t_write = sy_loop_now(c->w->loop);
+    h->budget_start = h->t_write = h->t_settings = sy_loop_now(c->w->loop);
+    sy_counter_add(&c->w->metrics.h2_conns, 1);
     c->h2 = h;
     c->state = SY_ST_H2;
 
@@ -1066,8 +1233,13 @@ int sy_h2_pump(struct sy_conn *c)
                 ssize_t r = nghttp2_session_mem_recv(h->sess, (const uint8_t *)in, (size_t)n);
                 if (r < 0) {
                     sy_log_debug("h2", "client %s: %s", c->peer_ip, nghttp2_strerror((int)r));
-                    if (r == NGHTTP2_ERR_FLOODED)
+                    if (r == NGHTTP2_ERR_FLOODED) {
+                        count_defence(h, SY_H2_DEF_LIBRARY_FLOOD);
                         nghttp2_session_terminate_session(h->sess, NGHTTP2_ENHANCE_YOUR_CALM);
+                    } else if (r == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS) {
+                        count_defence(h, SY_H2_DEF_CONTINUATION);
+                        nghttp2_session_terminate_session(h->sess, NGHTTP2_ENHANCE_YOUR_CALM);
+                    }
                     int ignored = 0;
                     flush(h, &ignored); /* a GOAWAY, when nghttp2 queued one */
                     return end_conn(c);
@@ -1133,6 +1305,8 @@ uint64_t sy_h2_deadline(struct sy_conn *c)
         return now_ms(h); /* the pump yielded with work left: run it again from the timer */
     if (h->ob && h->ooff < h->olen)
         d = h->t_write + cfg->timeouts.client_body_ms;
+    if (!h->settings_acked && !h->goaway)
+        d = min64(d, h->t_settings + cfg->http2.settings_timeout_ms);
     if (!h->nstreams) {
         uint32_t idle = cfg->timeouts.keepalive_ms;
         if (sy_atomic_draining() && idle > SY_DRAIN_IDLE_MS)
@@ -1178,12 +1352,23 @@ void sy_h2_timeout(struct sy_conn *c)
         return;
     }
     if (h->ob && h->ooff < h->olen && now >= h->t_write + cfg->timeouts.client_body_ms) {
+        count_defence(h, SY_H2_DEF_STALLED_READER);
         sy_conn_close(c); /* the client stopped reading the connection */
+        return;
+    }
+    if (!h->settings_acked && !h->goaway &&
+        now >= h->t_settings + cfg->http2.settings_timeout_ms) {
+        sy_log_info("h2", "client %s: SETTINGS not acknowledged in time; closing the connection",
+                    c->peer_ip);
+        count_defence(h, SY_H2_DEF_SETTINGS_TIMEOUT);
+        h->goaway = 1;
+        nghttp2_session_terminate_session(h->sess, NGHTTP2_SETTINGS_TIMEOUT);
         return;
     }
     if (!h->nstreams) {
         if (!h->goaway) {
             h->goaway = 1;
+            h->idle = 1;
             nghttp2_session_terminate_session(h->sess, NGHTTP2_NO_ERROR);
         } else {
             sy_conn_close(c);
@@ -1197,6 +1382,7 @@ void sy_h2_timeout(struct sy_conn *c)
         if (!s->x && !s->x_over) {
             if (now >= s->t_last + cfg->timeouts.client_header_ms) {
                 /* A header block left unfinished holds the whole connection. */
+                count_defence(h, SY_H2_DEF_HEADER_TIMEOUT);
                 nghttp2_session_terminate_session(h->sess, NGHTTP2_PROTOCOL_ERROR);
                 return;
             }
@@ -1204,8 +1390,10 @@ void sy_h2_timeout(struct sy_conn *c)
         }
         int slow = s->olen > s->ooff && now >= s->t_last + cfg->timeouts.client_body_ms;
         if (!s->x || s->x_over) {
-            if (slow)
+            if (slow) {
+                count_defence(h, SY_H2_DEF_STALLED_READER);
                 nghttp2_submit_rst_stream(h->sess, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_CANCEL);
+            }
             continue;
         }
         struct sy_exchange *x = s->x;
@@ -1227,6 +1415,7 @@ void sy_h2_timeout(struct sy_conn *c)
         } else if (sy_exchange_deadline(x) <= now) {
             sy_exchange_timeout(x);
         } else if (slow) {
+            count_defence(h, SY_H2_DEF_STALLED_READER);
             h2_abort(x); /* this stream's reader stopped */
         }
         if (!s->x_over)

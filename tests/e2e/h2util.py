@@ -31,6 +31,7 @@ class StreamResult:
         self.body = bytearray()
         self.ended = False
         self.reset = None            # RST_STREAM error code from the server
+        self.trailers = None
 
     def header(self, name):
         for k, v in self.headers or ():
@@ -143,6 +144,9 @@ class H2Client:
                 self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
             else:
                 st.unacked = getattr(st, "unacked", 0) + ev.flow_controlled_length
+        elif isinstance(ev, h2.events.TrailersReceived):
+            st.trailers = [(k if isinstance(k, str) else k.decode(),
+                            v if isinstance(v, str) else v.decode()) for k, v in ev.headers]
         elif isinstance(ev, h2.events.StreamEnded):
             st.ended = True
         elif isinstance(ev, h2.events.StreamReset):

@@ -582,6 +582,7 @@ class Upstream(ThreadedServer):
     /big?bytes=N     N bytes of pattern_bytes(N) with Content-Length
     /big-chunked?bytes=N   the same, chunked
     /chunked         the request body echoed back with chunked framing
+    /trailers        200 chunked, the JSON description as body, then TRAILERS as trailer fields
     /echo            the request body echoed back with Content-Length
     /sink            like the default, body hashed but not kept
     /status?code=N   answer with status N
@@ -598,6 +599,10 @@ class Upstream(ThreadedServer):
     """
 
     MAX_KEEP_BODY = 1 << 20
+    # /trailers sends these: some only a trailer may carry, some it must not (RFC 9110 §6.5.1)
+    TRAILERS = [("X-Checksum", "sha256=abc"), ("grpc-status", "0"),
+                ("X-Spaced", "  two words\t"), ("Content-Length", "99"), ("Set-Cookie", "a=1"),
+                ("Connection", "close"), ("Host", "evil.test"), ("x-request-id", "forged")]
 
     def __init__(self, name, host="127.0.0.1", port=0):
         super().__init__(host, port)
@@ -708,12 +713,17 @@ class Upstream(ThreadedServer):
         te = ",".join(header_values(headers, "transfer-encoding")).lower()
         cl = header(headers, "content-length")
         rec["chunked"] = "chunked" in te
+        rec["trailers"] = []
         if "chunked" in te:
             while True:
                 size = int(self._read_line(s, state).split(b";")[0].strip(), 16)
                 if size == 0:
-                    while self._read_line(s, state) != b"":
-                        pass
+                    while True:
+                        line = self._read_line(s, state)
+                        if line == b"":
+                            break
+                        k, _, v = line.decode("latin-1").partition(":")
+                        rec["trailers"].append((k, v.strip()))
                     break
                 self._read_body_bytes(s, state, size, sink)
                 self._read_line(s, state)
@@ -749,7 +759,8 @@ class Upstream(ThreadedServer):
         return json.dumps({"upstream": self.name, "conn": rec["conn"], "method": rec["method"],
                            "target": rec["target"], "headers": rec["headers"],
                            "body_len": rec["body_len"], "body_sha256": rec["body_sha256"],
-                           "chunked": rec.get("chunked", False)}).encode()
+                           "chunked": rec.get("chunked", False),
+                           "trailers": rec.get("trailers", [])}).encode()
 
     def _respond(self, s, rec, query, keep):
         path = rec["path"]
@@ -791,6 +802,14 @@ class Upstream(ThreadedServer):
                     piece = data[i:i + 65536]
                     s.sendall(b"%x\r\n" % len(piece) + piece + b"\r\n")
                 s.sendall(b"0\r\n\r\n")
+            return keep
+        if path == "/trailers":
+            s.sendall(("HTTP/1.1 200 OK\r\nX-Upstream: %s\r\nTransfer-Encoding: chunked\r\n"
+                       "Trailer: X-Checksum\r\n\r\n" % self.name).encode())
+            body = self._describe(rec)
+            s.sendall(b"%x\r\n" % len(body) + body + b"\r\n0\r\n")
+            s.sendall(b"".join(b"%s: %s\r\n" % (k.encode(), v.encode())
+                               for k, v in self.TRAILERS) + b"\r\n")
             return keep
         if path == "/chunked":
             body = rec["body"] if rec["body_len"] else self._describe(rec)

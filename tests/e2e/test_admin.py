@@ -35,9 +35,9 @@ def test_metrics_request_counters(retro):
         return vs[0]
 
     assert val("switchyard_requests_total", site="retro.example.org", version="4.1.0",
-               code="2xx") == 2
+               code="2xx", protocol="HTTP/1.1") == 2
     assert val("switchyard_requests_total", site="retro.example.org", version="4.2.0",
-               code="5xx") == 1
+               code="5xx", protocol="HTTP/1.1") == 1
 
 
 def test_metrics_gauges_and_histogram(retro):
@@ -47,13 +47,16 @@ def test_metrics_gauges_and_histogram(retro):
     names = {n for (n, l, v) in samples}
     assert "switchyard_connections_active" in names, sorted(names)
     buckets = sorted(((float(l["le"]), v) for (n, l, v) in samples
-                      if n == "switchyard_request_duration_seconds_bucket"), key=lambda x: x[0])
+                      if n == "switchyard_request_duration_seconds_bucket"
+                      and l["protocol"] == "HTTP/1.1"), key=lambda x: x[0])
     assert buckets, sorted(names)
     counts = [v for _, v in buckets]
     assert counts == sorted(counts), "buckets must be cumulative: %r" % buckets
     assert math.isinf(buckets[-1][0]), "missing le=\"+Inf\" bucket"
-    count = sum(v for (n, l, v) in samples if n == "switchyard_request_duration_seconds_count")
-    total = sum(v for (n, l, v) in samples if n == "switchyard_request_duration_seconds_sum")
+    count = sum(v for (n, l, v) in samples if n == "switchyard_request_duration_seconds_count"
+                and l["protocol"] == "HTTP/1.1")
+    total = sum(v for (n, l, v) in samples if n == "switchyard_request_duration_seconds_sum"
+                and l["protocol"] == "HTTP/1.1")
     assert count >= 5 and buckets[-1][1] == count, (count, buckets)
     assert total >= 0
 

@@ -16,11 +16,13 @@ import time
 import pytest
 
 from certs import TestCA
-from h2util import CONTINUATION, END_HEADERS, END_STREAM, H2Gw, HEADERS, PING, frame
-from helpers import free_port, pattern_bytes, version_block, wait_for
-from tlsutil import client_ctx, served, tls_config
+from h2util import (CONTINUATION, DATA, END_HEADERS, END_STREAM, H2Client, H2Gw, HEADERS, PING,
+                    SETTINGS, frame, tls_h2_socket)
+from helpers import Upstream, free_port, pattern_bytes, version_block, wait_for
+from tlsutil import TlsClient, client_ctx, served, tls_config
 
-ENHANCE_YOUR_CALM, PROTOCOL_ERROR, REFUSED_STREAM = 0xb, 0x1, 0x7
+ENHANCE_YOUR_CALM, PROTOCOL_ERROR, REFUSED_STREAM, SETTINGS_TIMEOUT = 0xb, 0x1, 0x7, 0x4
+GOAWAY = 0x7
 NEED = [t for t in ("curl", "nghttp", "h2load") if not shutil.which(t)]
 pytestmark = pytest.mark.skipif(bool(NEED), reason="missing %s (nghttp2-client, curl)" % NEED)
 
@@ -63,6 +65,14 @@ def base(path="/", method="GET", authority="a.test"):
     return [(":method", method), (":scheme", "https"), (":path", path), (":authority", authority)]
 
 
+def defence(gw, name):
+    return gw.metric("switchyard_http2_defence_trips_total", defence=name)
+
+
+def goaways(gw, reason):
+    return gw.metric("switchyard_http2_goaways_sent_total", reason=reason)
+
+
 # ---------------------------------------------------------------- ALPN
 
 def test_alpn_prefers_h2_and_can_be_turned_off(start_h2, pki):
@@ -76,6 +86,50 @@ def test_alpn_prefers_h2_and_can_be_turned_off(start_h2, pki):
     assert served(off.port, "a.test", client_ctx(ca, alpn=("h2",)))[2] is None
     status, hdrs, _ = off.curl("/x")
     assert status.startswith("HTTP/1.1 200"), status
+
+
+# ---------------------------------------------------------------- metrics
+
+def test_metrics_count_h2_connections_streams_and_protocol(start_h2):
+    gw = start_h2()
+    assert gw.metric("switchyard_http2_connections_total") == 0
+    c = gw.client()
+    for i in range(3):
+        assert c.get("/m%d" % i).status == 200
+    c.close()
+    status, _, _ = gw.curl("/h1", "--http1.1")
+    assert status.startswith("HTTP/1.1 200"), status
+    wait_for(lambda: gw.metric("switchyard_requests_total", protocol="HTTP/2") == 3, 5,
+             what="3 HTTP/2 requests counted")
+    assert gw.metric("switchyard_requests_total", protocol="HTTP/1.1", code="2xx") == 1
+    assert gw.metric("switchyard_request_duration_seconds_count", protocol="HTTP/2") == 3
+    assert gw.metric("switchyard_request_duration_seconds_count", protocol="HTTP/1.1") == 1
+    assert gw.metric("switchyard_http2_connections_total") == 1
+    assert gw.metric("switchyard_http2_streams_total") == 3
+    assert gw.metric("switchyard_http2_client_resets_total") == 0
+    assert gw.metric("switchyard_http2_defence_trips_total") == 0
+    # a stream the client resets
+    c = gw.client()
+    sid = c.request(base("/slow?ms=500"))
+    c.conn.reset_stream(sid)
+    c.flush()
+    assert c.get("/after").status == 200
+    c.close()
+    assert gw.metric("switchyard_http2_client_resets_total") == 1
+    assert gw.metric("switchyard_http2_connections_total") == 2
+    assert gw.metric("switchyard_http2_streams_total") == 5
+
+
+def test_drain_goaway_is_counted(start_h2):
+    gw = start_h2(timeouts={"drain": "10s"})
+    c = gw.client()
+    sid = c.request(base("/slow?ms=1500"))
+    wait_for(lambda: gw.started() == 1, 5, what="the slow request upstream")
+    gw.signal(signal.SIGTERM)
+    wait_for(lambda: goaways(gw, "drain") == 1, 5, what="a drain GOAWAY counted")
+    c.wait(sid)
+    c.close()
+    assert gw.proc.wait(15) == 0
 
 
 # ---------------------------------------------------------------- forwarding
@@ -344,6 +398,122 @@ def test_too_many_fields_is_431_and_long_path_414(start_h2):
     c.close()
 
 
+# ---------------------------------------------------------------- trailers
+
+# What a trailer may carry on both sides; Upstream.TRAILERS also has fields it must not.
+PASSED = [("x-checksum", "sha256=abc"), ("grpc-status", "0"), ("x-spaced", "two words")]
+
+
+def _send_with_trailers(c, headers, body, trailers):
+    sid = c.request(headers, end_stream=False)
+    c.conn.send_data(sid, body)
+    c.conn.send_headers(sid, trailers, end_stream=True)
+    c.flush()
+    return sid
+
+
+def test_request_trailers_reach_the_upstream_in_the_last_chunk(start_h2):
+    gw = start_h2()
+    c = gw.client()
+    sid = _send_with_trailers(c, base("/sink", "POST"), b"hello" * 100,
+                              [("x-checksum", "abc"), ("host", "evil.test"),
+                               ("x-forwarded-for", "6.6.6.6"), ("grpc-timeout", "1S")])
+    st = c.wait(sid)
+    assert st.status == 200, st
+    rec = json.loads(bytes(st.body))
+    assert rec["chunked"] and rec["body_len"] == 500
+    assert rec["trailers"] == [["x-checksum", "abc"], ["grpc-timeout", "1S"]], rec
+    # with content-length the request went upstream unchunked: trailers are dropped
+    sid = _send_with_trailers(c, base("/sink", "POST") + [("content-length", "5")], b"hello",
+                              [("x-checksum", "abc")])
+    st = c.wait(sid)
+    assert st.status == 200, st
+    rec = json.loads(bytes(st.body))
+    assert not rec["chunked"] and rec["body_len"] == 5 and rec["trailers"] == [], rec
+    # an empty body, then trailers
+    sid = c.request(base("/sink", "POST"), end_stream=False)
+    c.conn.send_headers(sid, [("x-only", "trailers")], end_stream=True)
+    c.flush()
+    rec = json.loads(bytes(c.wait(sid).body))
+    assert rec["body_len"] == 0 and rec["trailers"] == [["x-only", "trailers"]], rec
+    c.close()
+
+
+@pytest.mark.parametrize("case", ["pseudo", "uppercase", "crlf", "connection"])
+def test_malformed_request_trailers_reset_the_stream(start_h2, case):
+    gw = start_h2()
+    bad = {"pseudo": (":path", "/x"), "uppercase": ("X-Up", "1"),
+           "crlf": ("x-a", "1\r\nx-injected: 1"), "connection": ("connection", "close")}[case]
+    c = gw.client()
+    sid = _send_with_trailers(c, base("/sink", "POST"), b"abc", [("x-ok", "1"), bad])
+    st = c.wait(sid)
+    assert st.reset is not None or c.closed, st
+    if not c.closed:
+        assert c.get("/after").status == 200
+    c.close()
+    time.sleep(0.3)
+    assert [r for u in gw.ups.values() for r in u.requests if r["path"] == "/sink"] == []
+
+
+def test_request_trailers_over_the_limit_get_431(start_h2):
+    gw = start_h2(http2={"max_header_list_size": "4k"})
+    c = gw.client()
+    sid = _send_with_trailers(c, base("/sink", "POST"), b"abc",
+                              [("x-t%d" % i, "v" * 100) for i in range(60)])
+    st = c.wait(sid)
+    assert st.status == 431, st
+    assert c.get("/after").status == 200
+    c.close()
+    time.sleep(0.3)
+    assert [r for u in gw.ups.values() for r in u.requests if r["path"] == "/sink"] == []
+
+
+def test_request_trailers_far_beyond_the_limit_close_the_connection(start_h2):
+    gw = start_h2(http2={"max_header_list_size": "1k"})
+    c = gw.client()
+    try:
+        _send_with_trailers(c, base("/sink", "POST"), b"abc",
+                            [("x-t%d" % i, "v" * 1000) for i in range(80)])
+    except OSError:
+        pass
+    c.wait_closed(10)
+    assert c.goaway == ENHANCE_YOUR_CALM, c.goaway
+    assert defence(gw, "header_list_size") == 1
+    assert [r for u in gw.ups.values() for r in u.requests if r["path"] == "/sink"] == []
+
+
+def test_response_trailers_become_a_trailing_headers_frame(start_h2):
+    gw = start_h2()
+    c = gw.client()
+    st = c.get("/trailers")
+    assert st.status == 200 and st.ended and st.reset is None, st
+    assert json.loads(bytes(st.body))["upstream"] == "4.2.0"
+    assert st.trailers == PASSED, st.trailers
+    assert st.header("trailer") is None   # hop-by-hop in HTTP/1.1 framing
+    # the connection goes on, and an answer without trailers has none
+    st = c.get("/chunked")
+    assert st.status == 200 and st.trailers is None
+    c.close()
+
+
+def test_http1_chunked_trailers_pass_through_both_ways(start_h2):
+    gw = start_h2()
+    c = TlsClient(gw.port, "a.test", client_ctx(gw.pki["ca"].cert))
+    c.send(b"POST /trailers HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n"
+           b"Connection: close\r\n\r\n3\r\nabc\r\n0\r\nX-Req-Trailer: yes\r\n\r\n")
+    _, status, _, head = c.read_head()
+    while c._fill():
+        pass
+    body = c.buf
+    c.close()
+    assert status == 200 and hdr(head, "transfer-encoding") == "chunked", head
+    # the upstream's trailer section reaches an HTTP/1.1 client as it was sent
+    tail = b"".join(b"%s: %s\r\n" % (k.encode(), v.encode()) for k, v in Upstream.TRAILERS)
+    assert body.endswith(b"\r\n0\r\n" + tail + b"\r\n"), body[-400:]
+    rec = gw.ups["4.2.0"].requests[-1]
+    assert rec["trailers"] == [("X-Req-Trailer", "yes")], rec["trailers"]
+
+
 # ---------------------------------------------------------------- flow control, memory
 
 def test_large_download_to_a_slow_reader_keeps_memory_flat(start_h2):
@@ -400,6 +570,7 @@ def test_stalled_reader_stops_the_upstream_read(start_h2):
     st = c.wait(sid, timeout=15)
     assert st.reset is not None, st
     assert len(st.body) <= 65535
+    assert defence(gw, "stalled_reader") == 1
     if not sanitized(gw.binary):
         assert gw.rss_kb() < 64 * 1024
     c.auto_ack = True
@@ -437,10 +608,31 @@ def test_rapid_reset_gets_goaway(start_h2):
     c.wait_closed(10)
     assert c.goaway == ENHANCE_YOUR_CALM, c.goaway
     wait_for(lambda: "too many stream resets" in gw.stderr_text(), 5, what="the warning")
+    assert gw.metric("switchyard_http2_client_resets_total") >= 51
+    assert defence(gw, "rapid_reset") == 1 and goaways(gw, "enhance_your_calm") == 1
     # the gateway is fine
     c2 = gw.client()
     assert c2.get("/after").status == 200
     c2.close()
+
+
+def test_resets_the_client_provokes_count_as_its_own(start_h2):
+    """MadeYouReset (CVE-2025-8671): each stream sends more DATA than its content-length, so
+    the gateway resets it (PROTOCOL_ERROR) and the client never sends RST_STREAM itself."""
+    gw = start_h2(http2={"max_resets": 50})
+    c = gw.client()
+    try:
+        for i in range(400):
+            sid = c.request(base("/slow?ms=2000", "POST") + [("content-length", "1")],
+                            end_stream=False)
+            c.raw(frame(DATA, END_STREAM, sid, b"xx"))
+    except OSError:
+        pass  # the gateway closed first
+    c.wait_closed(10)
+    assert c.goaway == ENHANCE_YOUR_CALM, c.goaway
+    assert defence(gw, "rapid_reset") == 1
+    assert gw.metric("switchyard_http2_client_resets_total") == 0
+    assert gw.started() <= 51
 
 
 def test_ping_flood_gets_goaway(start_h2):
@@ -453,6 +645,22 @@ def test_ping_flood_gets_goaway(start_h2):
         pass
     c.wait_closed(10)
     assert c.goaway == ENHANCE_YOUR_CALM, c.goaway
+    assert defence(gw, "control_flood") == 1 and goaways(gw, "enhance_your_calm") == 1
+
+
+def test_empty_data_flood_trips_once(start_h2):
+    """Frames still arriving after the GOAWAY are neither logged nor counted again."""
+    gw = start_h2()
+    c = gw.client()
+    sid = c.request(base("/sink", "POST"), end_stream=False)
+    try:
+        c.raw(frame(DATA, 0, sid, b"") * 3000)
+    except OSError:
+        pass
+    c.wait_closed(10)
+    assert c.goaway == ENHANCE_YOUR_CALM, c.goaway
+    assert defence(gw, "control_flood") == 1
+    assert gw.stderr_text().count("too many control frames") == 1
 
 
 def test_continuation_flood_closes_the_connection(start_h2):
@@ -466,8 +674,57 @@ def test_continuation_flood_closes_the_connection(start_h2):
     except (OSError, ValueError):
         pass  # the gateway closed first
     c.wait_closed(10)
-    assert c.goaway in (ENHANCE_YOUR_CALM, PROTOCOL_ERROR, None)
+    assert c.goaway == ENHANCE_YOUR_CALM, c.goaway
     assert gw.started() == 0
+    assert defence(gw, "continuation_flood") == 1
+
+
+def test_header_block_far_beyond_the_limit_closes_the_connection(start_h2):
+    gw = start_h2(http2={"max_header_list_size": "1k"})
+    c = gw.client()
+    try:
+        c.request(base("/huge") + [("x-h%d" % i, "v" * 1000) for i in range(80)])
+    except OSError:
+        pass
+    c.wait_closed(10)
+    assert c.goaway == ENHANCE_YOUR_CALM, c.goaway
+    assert gw.started() == 0
+    assert defence(gw, "header_list_size") == 1
+
+
+def test_settings_never_acknowledged_gets_goaway_settings_timeout(start_h2):
+    gw = start_h2(http2={"settings_timeout": "1s"})
+    s = tls_h2_socket(gw.port, gw.pki["ca"].cert)
+    # the preface and an empty SETTINGS, and never the ACK of the gateway's
+    s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(SETTINGS, 0, 0, b""))
+    t0 = time.monotonic()
+    data = b""
+    s.settimeout(10)
+    while True:
+        try:
+            d = s.recv(65536)
+        except OSError:
+            break
+        if not d:
+            break
+        data += d
+    elapsed = time.monotonic() - t0
+    s.close()
+    frames, off = [], 0
+    while off + 9 <= len(data):
+        n = int.from_bytes(data[off:off + 3], "big")
+        frames.append((data[off + 3], data[off + 9:off + 9 + n]))
+        off += 9 + n
+    codes = [int.from_bytes(p[4:8], "big") for t, p in frames if t == GOAWAY]
+    assert codes == [SETTINGS_TIMEOUT], frames
+    assert 0.9 <= elapsed < 5, elapsed
+    assert defence(gw, "settings_timeout") == 1 and goaways(gw, "settings_timeout") == 1
+    # a client that acknowledges is not closed when the time is up
+    c = gw.client()
+    c.read_some(2)   # the gateway's SETTINGS, acknowledged
+    time.sleep(1.5)
+    assert c.get("/still").status == 200
+    c.close()
 
 
 def test_idle_connection_gets_goaway_then_closes(start_h2):
@@ -478,16 +735,19 @@ def test_idle_connection_gets_goaway_then_closes(start_h2):
     c.wait_closed(10)
     assert c.goaway == 0
     assert time.monotonic() - t0 < 8
+    assert goaways(gw, "idle") == 1 and goaways(gw, "drain") == 0
 
 
 def test_unfinished_header_block_times_out(start_h2):
     gw = start_h2(timeouts={"client_header": "1s"})
     c = gw.client()
+    c.read_some(2)   # its SETTINGS acknowledged first: nothing but the block is sent after
     c.raw(frame(HEADERS, 0, 1, c.encode(base("/never"))))   # no END_HEADERS, no CONTINUATION
     t0 = time.monotonic()
     c.wait_closed(10)
     assert time.monotonic() - t0 < 8
     assert gw.started() == 0
+    assert defence(gw, "header_timeout") == 1 and goaways(gw, "protocol_error") == 1
 
 
 def test_client_reset_mid_download_ends_the_exchange(start_h2):

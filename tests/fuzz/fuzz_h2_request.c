@@ -111,21 +111,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     int end_stream = data[0] & 1;
     sy_h2_head_reset(&head, 16384, 100);
-    size_t pos = 1, nfields = 0;
-    while (pos < size) {
-        size_t nl = data[pos++];
-        if (pos + nl >= size)
-            break;
-        /* exact-size copies so that any over-read hits the ASan redzone */
-        uint8_t *name = sy_malloc(nl ? nl : 1);
-        memcpy(name, data + pos, nl);
-        pos += nl;
-        size_t vl = data[pos++];
-        if (pos + vl > size)
-            vl = size - pos;
-        uint8_t *value = sy_malloc(vl ? vl : 1);
-        memcpy(value, data + pos, vl);
-        pos += vl;
+    size_t pos = 1, nfields = 0, nl, vl;
+    uint8_t *name, *value;
+    while (fuzz_next_field(data, size, &pos, &name, &nl, &value, &vl)) {
         int r = sy_h2_head_add(&head, name, nl, value, vl);
         sy_free(name);
         sy_free(value);

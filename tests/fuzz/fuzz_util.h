@@ -5,9 +5,12 @@
 #ifndef SY_FUZZ_UTIL_H
 #define SY_FUZZ_UTIL_H
 
+#include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "config/config.h"
+#include "core/alloc.h"
 #include "http/h1.h"
 
 /* The target's configuration; a broken one is a bug of the target. */
@@ -18,6 +21,33 @@ static inline struct sy_config *fuzz_config(const char *yaml, size_t len)
     if (!cfg)
         abort();
     return cfg;
+}
+
+/*
+ * The next field of an input made of [name length][name][value length][value]
+ * (lengths one byte; a value cut short by the end is what is left). The name
+ * and value are exact-size copies, so that any over-read hits the ASan
+ * redzone: free both with sy_free. 0 at the end of the input.
+ */
+static inline int fuzz_next_field(const uint8_t *data, size_t size, size_t *pos, uint8_t **name,
+                                  size_t *nl, uint8_t **value, size_t *vl)
+{
+    size_t p = *pos;
+    if (p >= size)
+        return 0;
+    *nl = data[p++];
+    if (p + *nl >= size)
+        return 0;
+    *name = sy_malloc(*nl ? *nl : 1);
+    memcpy(*name, data + p, *nl);
+    p += *nl;
+    *vl = data[p++];
+    if (p + *vl > size)
+        *vl = size - p;
+    *value = sy_malloc(*vl ? *vl : 1);
+    memcpy(*value, data + p, *vl);
+    *pos = p + *vl;
+    return 1;
 }
 
 static inline int fuzz_count_headers(const struct sy_h1_header *h, size_t n, const char *name)

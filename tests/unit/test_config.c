@@ -215,11 +215,14 @@ Test(config, http2)
     cr_assert_eq(cfg->http2.max_header_list_size, 16384);
     cr_assert_eq(cfg->http2.max_resets, 200);
     cr_assert_eq(cfg->http2.cleartext, 0);
+    cr_assert_eq(cfg->http2.settings_timeout_ms, 10000);
     sy_config_free(cfg);
 
     cfg = load_ok(MIN "http2: {enabled: false, max_concurrent_streams: 8,"
-                      " max_header_list_size: 64k, max_resets: 50, cleartext: true}\n");
+                      " max_header_list_size: 64k, max_resets: 50, cleartext: true,"
+                      " settings_timeout: 2s}\n");
     cr_assert_eq(cfg->http2.cleartext, 1);
+    cr_assert_eq(cfg->http2.settings_timeout_ms, 2000);
     cr_assert_eq(cfg->http2.enabled, 0);
     cr_assert_eq(cfg->http2.max_concurrent_streams, 8);
     cr_assert_eq(cfg->http2.max_header_list_size, 65536);
@@ -233,6 +236,10 @@ Test(config, http2)
                "http2.max_header_list_size");
     expect_err(MIN "http2:\n  max_resets: lots\n", 10, "http2.max_resets: invalid number");
     expect_err(MIN "http2:\n  cleartext: sometimes\n", 10, "http2.cleartext");
+    expect_err(MIN "http2:\n  settings_timeout: soon\n", 10,
+               "http2.settings_timeout: invalid duration");
+    expect_err(MIN "http2:\n  enabled: true\n  settings_timeout: 10ms\n", 11,
+               "http2.settings_timeout: must be at least 100ms");
     expect_err(MIN "http2:\n  streams: 5\n", 10, "http2: unknown key \"streams\"");
     expect_err(MIN "http2: [1]\n", 9, "http2");
 }

@@ -203,3 +203,55 @@ Test(h2, websocket_accept)
     cr_assert(!sy_h2_ws_accept_ok("dGhlIHNhbXBsZSBub25jZQ==",
                                   SY_STR_LIT("t3pPLMBiTxaQ9kYGzzhZRbK+xOo=")));
 }
+
+static int trl_add(struct sy_h2_trailers *t, const char *n, const char *v)
+{
+    return sy_h2_trailers_add(t, (const uint8_t *)n, strlen(n), (const uint8_t *)v, strlen(v));
+}
+
+Test(h2, trailers)
+{
+    struct sy_h2_trailers t = {0};
+    sy_h2_trailers_reset(&t, 16384, 16382);
+    trl_add(&t, "x-checksum", "abc");
+    trl_add(&t, "content-length", "5");   /* dropped: framing */
+    trl_add(&t, "host", "evil.test");     /* dropped: routing */
+    trl_add(&t, "x-forwarded-for", "1.2.3.4");
+    trl_add(&t, "te", "trailers");
+    trl_add(&t, "grpc-status", "0");
+    cr_assert_eq(t.malformed, 0);
+    cr_assert_eq(t.too_big, 0);
+    cr_assert_eq(t.len, strlen("x-checksum: abc\r\ngrpc-status: 0\r\n"));
+    cr_assert(memcmp(t.buf, "x-checksum: abc\r\ngrpc-status: 0\r\n", t.len) == 0);
+
+    static const struct fld bad[] = {{":path", "/"}, {"X-Up", "1"}, {"x-a", "1\r\nx-b: 2"},
+                                     {"x-a", " 1"}, {"connection", "close"}, {"te", "gzip"},
+                                     {"x a", "1"}, {"", "1"}};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        sy_h2_trailers_reset(&t, 16384, 16382);
+        trl_add(&t, bad[i].n, bad[i].v);
+        cr_assert_eq(t.malformed, 1, "%s: %s", bad[i].n, bad[i].v);
+        cr_assert_eq(t.len, 0);
+    }
+
+    /* over the lines' room (the HTTP/1.1 trailer section), then over the RFC 7541 size */
+    char v[1000];
+    memset(v, 'v', sizeof(v));
+    sy_h2_trailers_reset(&t, 1 << 20, 2048);
+    int r = 0;
+    for (int i = 0; i < 3 && r == 0; i++)
+        r = sy_h2_trailers_add(&t, (const uint8_t *)"x-a", 3, (const uint8_t *)v, sizeof(v));
+    cr_assert_eq(r, 0);
+    cr_assert_eq(t.too_big, 1);
+    cr_assert(t.len <= 2048);
+    sy_h2_trailers_reset(&t, 1024, 16382);
+    for (int i = 0; i < 1000 && r == 0; i++)
+        r = sy_h2_trailers_add(&t, (const uint8_t *)"x-a", 3, (const uint8_t *)v, sizeof(v));
+    cr_assert_eq(r, -1);
+    sy_h2_trailers_free(&t);
+
+    cr_assert_eq(sy_h2_trailer_allowed("X-Checksum", 10), 1);
+    cr_assert_eq(sy_h2_trailer_allowed("Set-Cookie", 10), 0);
+    cr_assert_eq(sy_h2_trailer_allowed("CONTENT-LENGTH", 14), 0);
+    cr_assert_eq(sy_h2_trailer_allowed(":status", 7), 0);
+}
