@@ -198,7 +198,9 @@ static void stream_dead(struct sy_h2stream *s)
         sy_list_remove(&s->rlink);
     sy_list_remove(&s->link);
     sy_list_insert_tail(&s->w->h2_dead, &s->link);
-    h->nstreams--;
+    /* An idle connection keeps no field array (6 KiB) for its next header block. */
+    if (--h->nstreams == 0)
+        sy_h2_head_free(&h->head);
 }
 
 void sy_h2_reap(struct sy_worker *w)
