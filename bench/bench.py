@@ -762,11 +762,11 @@ def main():
         "wrk": "wrk -t1 -c64 --latency -H 'X-Postfacto-Version: 4.1.0'",
         # HTTP/2: rounds of h2load through each proxy, interleaved like the others.
         "h2_rounds": 1 if quick else 5,
-        "h2_seconds": 2 if quick else 6,
+        "h2_seconds": 1 if quick else 6,
         # Each idle h2 connection costs the Python client a TLS handshake (a few
         # ms): fewer than the HTTP/1.1 test, so the test stays within minutes.
-        "h2_idle_connections": int(os.environ.get("BENCH_IDLE_H2_CONNECTIONS") or (300 if quick else 2000)),
-        "h2_settle_max_s": 2 if quick else 6,
+        "h2_idle_connections": int(os.environ.get("BENCH_IDLE_H2_CONNECTIONS") or (200 if quick else 2000)),
+        "h2_settle_max_s": 1 if quick else 6,
         "h2load": "h2load -c16 -m10 -t1 -H 'x-postfacto-version: 4.1.0'",
     }
     ncpu = os.cpu_count() or 1

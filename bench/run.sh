@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark of Switchyard against nginx, HAProxy, Caddy (and H2O over HTTP/2).
 #
-#   bench/run.sh            full run (about 10 minutes)
-#   bench/run.sh --quick    short run (under a minute)
+#   bench/run.sh            full run (about 12 minutes)
+#   bench/run.sh --quick    short run (about 90 s)
 #
 # Options (after the mode):  --no-build   use the existing build/switchyard
 #                            --only LIST  comma list of proxies (nginx,haproxy,caddy,h2o,switchyard)
