@@ -740,7 +740,7 @@ def main():
     ap.add_argument("--results", default=os.path.join(BENCH, "results"))
     ap.add_argument("--port-base", type=int, default=int(os.environ.get("BENCH_PORT_BASE", "28000")))
     ap.add_argument("--client-cpu", default=os.environ.get("BENCH_CLIENT_CPU", "1"),
-                    help="CPU list for taskset of every client (wrk, curl, idle client); '' = no pinning")
+                    help="CPU list for taskset of every client (wrk, h2load, curl, idle client); '' = no pinning")
     ap.add_argument("--only", default="", help="comma list of proxies to run (default: all)")
     args = ap.parse_args()
 
@@ -774,7 +774,7 @@ def main():
     if cpu and ncpu < 2:
         cpu = ""
     client = Client(cpu)
-    placement = ("clients (wrk, curl, idle-connection client) pinned to CPU %s with taskset; "
+    placement = ("clients (wrk, h2load, tlsload, curl, idle-connection client) pinned to CPU %s with taskset; "
                  "proxies and upstreams unpinned (free on all %d CPUs)" % (cpu, ncpu)
                  if cpu else "nothing pinned (%d CPUs)" % ncpu)
 
