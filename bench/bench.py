@@ -848,7 +848,7 @@ def main():
         if n in SY_BACKEND:
             v["PORT_ADMIN"] = ports[n + "_admin"]
         start_target(t, run_dir, v, args)
-        log("   %-10s %s" % (n, "started (pid %d)" % t.proc.pid if t.status == "ok" else "n/a"))
+        log("   %-16s %s" % (n, "started (pid %d)" % t.proc.pid if t.status == "ok" else "n/a"))
 
     # routing must be right before anything is timed
     log("\n== routing check (4.1.0 -> A, 4.2.0 -> B, none -> B, unknown -> B)")
@@ -864,7 +864,7 @@ def main():
             err = check_routing(client, "https://127.0.0.1:%d/" % t.https_port, cert)
             if err:
                 t.disable("wrong routing over HTTPS: %s" % err, https_only=True)
-        log("   %-10s HTTP ok, HTTPS %s" % (n, "ok" if t.https_status == "ok" else "n/a"))
+        log("   %-16s HTTP ok, HTTPS %s" % (n, "ok" if t.https_status == "ok" else "n/a"))
     for n in H2_PROXIES:
         t = targets[n]
         if t.status != "ok" or t.https_status != "ok" or t.h2_status != "ok":
@@ -875,7 +875,7 @@ def main():
             continue
         if err:
             t.disable("wrong routing over HTTP/2: %s" % err, h2_only=True)
-        log("   %-10s HTTP/2 %s" % (n, "ok" if t.h2_status == "ok" else "n/a"))
+        log("   %-16s HTTP/2 %s" % (n, "ok" if t.h2_status == "ok" else "n/a"))
 
     # memory: idle, then N idle keep-alive connections
     time.sleep(1.0)
@@ -892,7 +892,7 @@ def main():
         try:
             t.memory["idle_connections"] = m = measure_idle_conns(t, cfg["idle_connections"], client, run_dir,
                                                                      cfg["settle_max_s"])
-            log("   %-10s answered %d/%d in %.1fs, alive %d, RSS %d -> %d KiB" % (
+            log("   %-16s answered %d/%d in %.1fs, alive %d, RSS %d -> %d KiB" % (
                 n, m["connections_answered"], m["connections_target"], m["open_seconds"],
                 m["connections_alive_at_measure"], t.memory["rss_idle_kib"], m["rss_conns_kib"]))
         except Exception as e:  # the proxy may have died under the connections
@@ -908,7 +908,7 @@ def main():
         try:
             t.memory["idle_connections_h2"] = m = measure_idle_conns(
                 t, cfg["h2_idle_connections"], client, run_dir, cfg["h2_settle_max_s"], h2_cert=cert)
-            log("   %-10s answered %d/%d in %.1fs, alive %d, RSS %d -> %d KiB" % (
+            log("   %-16s answered %d/%d in %.1fs, alive %d, RSS %d -> %d KiB" % (
                 n, m["connections_answered"], m["connections_target"], m["open_seconds"],
                 m["connections_alive_at_measure"], m["rss_before_kib"], m["rss_conns_kib"]))
         except Exception as e:
