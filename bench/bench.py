@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Side-by-side benchmark: Switchyard against nginx, HAProxy and Caddy.
+"""Side-by-side benchmark: Switchyard against nginx, HAProxy and Caddy (and H2O
+in the HTTP/2 rows).
 
 Started by bench/run.sh (which installs the tools and builds Switchyard); see
 bench/README.md for what is measured and how to read the numbers.
@@ -28,11 +29,17 @@ PROXIES = ["nginx", "haproxy", "caddy", "switchyard", "switchyard_uring"]
 SY_BACKEND = {"switchyard": "epoll", "switchyard_uring": "io_uring"}
 # Interleaving order inside each round; "direct" is upstream A without a proxy.
 ORDER = ["direct"] + PROXIES
+# HTTP/2 rows (TLS, ALPN h2): H2O takes part in these only (its config has no
+# plain HTTP listener).
+H2_PROXIES = ["nginx", "haproxy", "caddy", "h2o", "switchyard", "switchyard_uring"]
+H2_PEERS = ["nginx", "haproxy", "caddy", "h2o"]
+ALL = ORDER + ["h2o"]
 LABEL = {
     "direct": "direct (upstream A)",
     "nginx": "nginx",
     "haproxy": "haproxy",
     "caddy": "caddy",
+    "h2o": "h2o",
     "switchyard": "switchyard (epoll)",
     "switchyard_uring": "switchyard (io_uring)",
 }
@@ -206,10 +213,13 @@ class Client:
                               stderr=subprocess.STDOUT, timeout=timeout)
 
 
-def curl_check(client, url, version, cacert):
+def curl_check(client, url, version, cacert, h2=False):
     argv = ["curl", "-sS", "--max-time", "5", "-D", "-", "-o", "-"]
     if url.startswith("https"):
         argv += ["--cacert", cacert]
+    if url.startswith("https"):
+        # curl offers h2 in ALPN by default: say which protocol is checked.
+        argv.append("--http2" if h2 else "--http1.1")
     if version is not None:
         argv += ["-H", "%s: %s" % (VERSION_HEADER, version)]
     argv.append(url)
@@ -220,6 +230,8 @@ def curl_check(client, url, version, cacert):
     head, _, body = text.partition("\r\n\r\n")
     lines = head.split("\r\n")
     status = lines[0].split(" ")[1] if lines and " " in lines[0] else "?"
+    if h2 and not lines[0].startswith("HTTP/2 "):
+        status = "%s (not HTTP/2: %r)" % (status, lines[0][:20])
     marker = None
     for line in lines[1:]:
         k, _, v = line.partition(":")
@@ -228,11 +240,11 @@ def curl_check(client, url, version, cacert):
     return status, marker, body, None
 
 
-def check_routing(client, url, cacert):
+def check_routing(client, url, cacert, h2=False):
     """None when routing is right, else a description of what is wrong."""
     cases = [("4.1.0", "A"), ("4.2.0", "B"), (None, "B"), ("9.9.9", "B")]
     for version, want in cases:
-        status, marker, body, err = curl_check(client, url, version, cacert)
+        status, marker, body, err = curl_check(client, url, version, cacert, h2)
         what = "header %s" % version if version else "no header"
         if err is not None:
             return "%s: curl failed: %s" % (what, err.splitlines()[-1] if err else "?")
@@ -268,6 +280,48 @@ def parse_wrk(text):
     return res
 
 
+def parse_h2load(text):
+    """h2load's summary: req/s, requests done, non-2xx and failed streams. Its
+    latency table has no percentiles: those come from the --log-file."""
+    def num(pattern, default=None, cast=float):
+        m = re.search(pattern, text, re.M)
+        return cast(m.group(1)) if m else default
+
+    done = num(r"^requests: \d+ total, \d+ started, (\d+) done", 0, int)
+    ok2xx = num(r"^status codes: (\d+) 2xx", 0, int)
+    m = re.search(r"^requests: .* (\d+) failed, (\d+) errored, (\d+) timeout", text, re.M)
+    return {
+        "rps": num(r"^finished in [\d.]+m?s, ([\d.]+) req/s"),
+        "requests": done,
+        "p50_ms": None,
+        "p99_ms": None,
+        "non_2xx": max(done - ok2xx, 0),
+        "socket_errors": sum(int(x) for x in m.groups()) if m else 0,
+    }
+
+
+def latency_percentiles(log_path):
+    """(p50, p99) in ms from h2load's --log-file (start us, status, duration us
+    per request), successful streams only; (None, None) when empty."""
+    durations = []
+    try:
+        with open(log_path) as f:
+            for line in f:
+                parts = line.split("\t")
+                if len(parts) >= 3 and parts[1] != "-1":
+                    durations.append(int(parts[2]))
+    except OSError:
+        return None, None
+    if not durations:
+        return None, None
+    durations.sort()
+
+    def pct(p):
+        # nearest rank
+        return durations[min(len(durations) - 1, max(0, int(-(-p * len(durations) // 100)) - 1))] / 1000.0
+    return pct(50), pct(99)
+
+
 # --------------------------------------------------------------------------
 # the run
 
@@ -282,18 +336,29 @@ class Target:
         self.https_status = "ok"
         self.https_reason = None
         self.version = None
-        self.runs = {"http": [], "https": [], "handshake": [], "resumed": []}
+        self.h2_status = "ok"
+        self.h2_reason = None
+        self.runs = {"http": [], "https": [], "handshake": [], "resumed": [], "h2": []}
         self.memory = {}
-        self.rss_after = {"http": [], "https": []}
+        self.rss_after = {"http": [], "https": [], "h2": []}
 
     def usable(self, kind="http"):
         if self.status != "ok":
             return False
         if kind != "http" and self.https_status != "ok":
             return False
+        if kind == "h2" and self.h2_status != "ok":
+            return False
+        if kind != "h2" and self.http_port is None:  # h2o: HTTP/2 rows only
+            return False
         return True
 
-    def disable(self, reason, https_only=False, quiet=False):
+    def disable(self, reason, https_only=False, quiet=False, h2_only=False):
+        if h2_only:
+            if self.h2_status == "ok":
+                self.h2_status, self.h2_reason = "n/a", reason
+                loud("%s HTTP/2 rows: n/a (%s)" % (self.name, reason))
+            return
         if quiet:
             self.status, self.reason = "n/a", reason
         elif https_only:
@@ -337,6 +402,7 @@ def pick_ports(base):
         "caddy_http": 30, "caddy_https": 31,
         "switchyard_http": 40, "switchyard_https": 41, "switchyard_admin": 42,
         "switchyard_uring_http": 43, "switchyard_uring_https": 44, "switchyard_uring_admin": 45,
+        "h2o_https": 51,
     }
     for attempt in range(20):
         b = base + attempt * 100
@@ -393,6 +459,9 @@ def start_target(t, run_dir, values, args):
         env.update(GOMAXPROCS="2", HOME=run_dir, XDG_CONFIG_HOME=os.path.join(run_dir, "caddy-config"),
                    XDG_DATA_HOME=os.path.join(run_dir, "caddy-data"))
         argv = ["caddy", "run", "--adapter", "caddyfile", "--config", cfg]
+    elif name == "h2o":
+        cfg = render("h2o.yaml", os.path.join(run_dir, "h2o.yaml"), values)
+        argv = ["h2o", "-c", cfg]
     elif name in SY_BACKEND:
         if args.switchyard_build_failed:
             t.disable("build failed: see %s" % args.switchyard_build_failed)
@@ -413,7 +482,7 @@ def start_target(t, run_dir, values, args):
             log("switchyard -t rejects the full config (exit %d): %s" % (
                 chk.returncode, chk.stdout.decode("utf-8", "replace").strip()[:300]))
     t.proc = Proc(name, argv, logfile, env=env, cwd=run_dir)
-    missing = wait_ports(t.proc, [t.http_port, t.https_port])
+    missing = wait_ports(t.proc, [p for p in (t.http_port, t.https_port) if p])
     if not t.proc.alive() and name in SY_BACKEND:
         # The build may not know the https listener / tls section yet: retry plain HTTP.
         log("switchyard exited at start with the full config:\n%s" % t.proc.tail())
@@ -432,21 +501,31 @@ def start_target(t, run_dir, values, args):
         last = t.proc.tail(1).replace("    | ", "").strip()
         t.disable("exited at start (exit %s): %s" % (t.proc.popen.returncode, last[:160]))
         return
-    if t.http_port in missing:
+    if t.http_port and t.http_port in missing:
         t.disable("HTTP listener 127.0.0.1:%d never came up; log %s" % (t.http_port, logfile))
         return
-    if t.https_port in missing:
+    if t.https_port in missing and t.http_port is None:
+        t.disable("HTTPS listener 127.0.0.1:%d never came up; log %s" % (t.https_port, logfile))
+    elif t.https_port in missing:
         hint = "not supported by this build" if name in SY_BACKEND else "failed"
         t.disable("%s: HTTPS listener 127.0.0.1:%d never came up" % (hint, t.https_port), https_only=True)
 
 
-def measure_idle_conns(t, n, client, run_dir, settle_max_s):
-    """Open n keep-alive connections, hold them idle, read the proxy's RSS."""
+def measure_idle_conns(t, n, client, run_dir, settle_max_s, h2_cert=None):
+    """Open n keep-alive connections, hold them idle, read the proxy's RSS.
+    With h2_cert: HTTP/2 connections over TLS to the HTTPS port, and the RSS
+    difference is taken from the RSS read right before (the HTTP/1.1 test ran
+    just before it), not from the idle RSS."""
     rss0, pss0 = t.proc.rss_kib()
-    argv = client.prefix + [sys.executable, os.path.join(BENCH, "idleconns.py"),
-                            "127.0.0.1", str(t.http_port), str(n)]
+    argv = client.prefix + [sys.executable, os.path.join(BENCH, "idleconns.py"), "127.0.0.1",
+                            str(t.https_port if h2_cert else t.http_port), str(n)]
+    if h2_cert:
+        argv += ["4.1.0", "--h2", h2_cert]
+    base_rss = rss0 if h2_cert else t.memory["rss_idle_kib"]
+    base_pss = pss0 if h2_cert else t.memory["pss_idle_kib"]
     p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                         stderr=open(os.path.join(run_dir, "idleconns-%s.log" % t.name), "wb"),
+                         stderr=open(os.path.join(run_dir, "idleconns-%s%s.log" % (
+                             t.name, "-h2" if h2_cert else "")), "wb"),
                          text=True)
     try:
         line = ""
@@ -492,9 +571,9 @@ def measure_idle_conns(t, n, client, run_dir, settle_max_s):
         "rss_before_kib": rss0, "pss_before_kib": pss0,
         "rss_conns_kib": rss1, "pss_conns_kib": pss1,
         "rss_conns_first_kib": first[0], "pss_conns_first_kib": first[1],
-        "per_conn_bytes_first": round((first[0] - t.memory["rss_idle_kib"]) * 1024 / held) if held else None,
-        "per_conn_bytes": round((rss1 - t.memory["rss_idle_kib"]) * 1024 / held) if held else None,
-        "per_conn_bytes_pss": round((pss1 - t.memory["pss_idle_kib"]) * 1024 / held) if held else None,
+        "per_conn_bytes_first": round((first[0] - base_rss) * 1024 / held) if held else None,
+        "per_conn_bytes": round((rss1 - base_rss) * 1024 / held) if held else None,
+        "per_conn_bytes_pss": round((pss1 - base_pss) * 1024 / held) if held else None,
     }
     if held < n or res["connections_answered"] < n:
         res["warning"] = "%d of %d answered, %d open when measured (failures: %s)" % (
@@ -562,6 +641,29 @@ def run_wrk(t, kind, port, seconds, client, run_dir, upstream):
         res["error"] = "wrk failed (exit %d): %s" % (rc, text.strip()[-300:])
     elif res["non_2xx"] or res["socket_errors"]:
         res["warning"] = "%d non-2xx, %d socket errors" % (res["non_2xx"], res["socket_errors"])
+    return res
+
+
+def run_h2load(t, port, seconds, client, run_dir, upstream, rnd):
+    """HTTP/2 over TLS: 16 connections x 10 streams, one client thread; p50/p99
+    from the per-request log (removed once read: it is large)."""
+    lat_log = os.path.join(run_dir, "h2load-%s-r%d.log" % (t.name, rnd))
+    argv = ["h2load", "-c", "16", "-m", "10", "-t", "1", "-D", str(seconds), "--log-file", lat_log,
+            "-H", "%s: 4.1.0" % VERSION_HEADER.lower(), "https://127.0.0.1:%d/" % port]
+    rc, text, res, segs = run_load(t, upstream, client, argv, seconds,
+                                   os.path.join(run_dir, "h2load-%s.txt" % t.name), parse_h2load)
+    res["p50_ms"], res["p99_ms"] = latency_percentiles(lat_log)
+    try:
+        os.unlink(lat_log)
+    except OSError:
+        pass
+    res["tcp_segs_per_req"] = round(segs / res["requests"], 2) if res["requests"] and segs is not None else None
+    if "Application protocol: h2" not in text:
+        res["error"] = "h2load did not negotiate h2 (exit %d): %s" % (rc, text.strip()[-300:])
+    elif rc != 0 or res["rps"] is None or not res["requests"] or res["p99_ms"] is None:
+        res["error"] = "h2load failed (exit %d): %s" % (rc, text.strip()[-300:])
+    elif res["non_2xx"] or res["socket_errors"]:
+        res["warning"] = "%d non-2xx, %d failed streams" % (res["non_2xx"], res["socket_errors"])
     return res
 
 
@@ -643,7 +745,7 @@ def main():
     ap.add_argument("--results", default=os.path.join(BENCH, "results"))
     ap.add_argument("--port-base", type=int, default=int(os.environ.get("BENCH_PORT_BASE", "28000")))
     ap.add_argument("--client-cpu", default=os.environ.get("BENCH_CLIENT_CPU", "1"),
-                    help="CPU list for taskset of every client (wrk, curl, idle client); '' = no pinning")
+                    help="CPU list for taskset of every client (wrk, h2load, curl, idle client); '' = no pinning")
     ap.add_argument("--only", default="", help="comma list of proxies to run (default: all)")
     args = ap.parse_args()
 
@@ -663,13 +765,21 @@ def main():
         "settle_max_s": 3 if quick else 6,
         "idle_connections": int(os.environ.get("BENCH_IDLE_CONNECTIONS") or (1000 if quick else 10000)),
         "wrk": "wrk -t1 -c64 --latency -H 'X-Postfacto-Version: 4.1.0'",
+        # HTTP/2: rounds of h2load through each proxy, interleaved like the others.
+        "h2_rounds": 1 if quick else 5,
+        "h2_seconds": 1 if quick else 6,
+        # Each idle h2 connection costs the Python client a TLS handshake (a few
+        # ms): fewer than the HTTP/1.1 test, so the test stays within minutes.
+        "h2_idle_connections": int(os.environ.get("BENCH_IDLE_H2_CONNECTIONS") or (200 if quick else 2000)),
+        "h2_settle_max_s": 1 if quick else 6,
+        "h2load": "h2load -c16 -m10 -t1 -H 'x-postfacto-version: 4.1.0'",
     }
     ncpu = os.cpu_count() or 1
     cpu = args.client_cpu
     if cpu and ncpu < 2:
         cpu = ""
     client = Client(cpu)
-    placement = ("clients (wrk, curl, idle-connection client) pinned to CPU %s with taskset; "
+    placement = ("clients (wrk, h2load, tlsload, curl, idle-connection client) pinned to CPU %s with taskset; "
                  "proxies and upstreams unpinned (free on all %d CPUs)" % (cpu, ncpu)
                  if cpu else "nothing pinned (%d CPUs)" % ncpu)
 
@@ -694,9 +804,9 @@ def main():
     values = {"RUN": run_dir, "CERT": cert, "KEY": key, "CERT_KEY_PEM": both, "NOFILE": nofile,
               "PORT_A": ports["A"], "PORT_B": ports["B"]}
 
-    targets = {n: Target(n) for n in ORDER}
+    targets = {n: Target(n) for n in ALL}
     only = [x for x in args.only.split(",") if x]
-    for n in PROXIES:
+    for n in H2_PROXIES:
         if only and n not in only:
             targets[n].disable("not selected (--only)", quiet=True)
 
@@ -721,11 +831,16 @@ def main():
 
     targets["direct"].version = tool_version(["nginx", "-v"])
     versions = {"nginx": ["nginx", "-v"], "haproxy": ["haproxy", "-v"], "caddy": ["caddy", "version"],
-                "switchyard": [args.switchyard, "--version"],
+                "h2o": ["h2o", "--version"], "switchyard": [args.switchyard, "--version"],
                 "switchyard_uring": [args.switchyard, "--version"]}
-    for n in PROXIES:
+    if not shutil.which("h2load"):
+        for n in H2_PROXIES:
+            targets[n].disable("h2load not installed (Debian nghttp2-client)", h2_only=True)
+    if not shutil.which("h2o") and targets["h2o"].status == "ok":
+        targets["h2o"].disable("h2o not installed (Debian h2o)")
+    for n in H2_PROXIES:
         t = targets[n]
-        t.http_port, t.https_port = ports[n + "_http"], ports[n + "_https"]
+        t.http_port, t.https_port = ports.get(n + "_http"), ports[n + "_https"]
         if t.status != "ok":
             continue
         t.version = tool_version(versions[n]) if (n not in SY_BACKEND or os.access(args.switchyard, os.X_OK)) else None
@@ -733,7 +848,7 @@ def main():
         if n in SY_BACKEND:
             v["PORT_ADMIN"] = ports[n + "_admin"]
         start_target(t, run_dir, v, args)
-        log("   %-10s %s" % (n, "started (pid %d)" % t.proc.pid if t.status == "ok" else "n/a"))
+        log("   %-16s %s" % (n, "started (pid %d)" % t.proc.pid if t.status == "ok" else "n/a"))
 
     # routing must be right before anything is timed
     log("\n== routing check (4.1.0 -> A, 4.2.0 -> B, none -> B, unknown -> B)")
@@ -749,11 +864,22 @@ def main():
             err = check_routing(client, "https://127.0.0.1:%d/" % t.https_port, cert)
             if err:
                 t.disable("wrong routing over HTTPS: %s" % err, https_only=True)
-        log("   %-10s HTTP ok, HTTPS %s" % (n, "ok" if t.https_status == "ok" else "n/a"))
+        log("   %-16s HTTP ok, HTTPS %s" % (n, "ok" if t.https_status == "ok" else "n/a"))
+    for n in H2_PROXIES:
+        t = targets[n]
+        if t.status != "ok" or t.https_status != "ok" or t.h2_status != "ok":
+            continue
+        err = check_routing(client, "https://127.0.0.1:%d/" % t.https_port, cert, h2=True)
+        if err and n == "h2o":
+            t.disable("wrong routing over HTTP/2: %s" % err)
+            continue
+        if err:
+            t.disable("wrong routing over HTTP/2: %s" % err, h2_only=True)
+        log("   %-16s HTTP/2 %s" % (n, "ok" if t.h2_status == "ok" else "n/a"))
 
     # memory: idle, then N idle keep-alive connections
     time.sleep(1.0)
-    for n in ORDER:
+    for n in ALL:
         t = targets[n]
         if t.status == "ok":
             rss, pss = t.proc.rss_kib()
@@ -766,7 +892,7 @@ def main():
         try:
             t.memory["idle_connections"] = m = measure_idle_conns(t, cfg["idle_connections"], client, run_dir,
                                                                      cfg["settle_max_s"])
-            log("   %-10s answered %d/%d in %.1fs, alive %d, RSS %d -> %d KiB" % (
+            log("   %-16s answered %d/%d in %.1fs, alive %d, RSS %d -> %d KiB" % (
                 n, m["connections_answered"], m["connections_target"], m["open_seconds"],
                 m["connections_alive_at_measure"], t.memory["rss_idle_kib"], m["rss_conns_kib"]))
         except Exception as e:  # the proxy may have died under the connections
@@ -774,6 +900,22 @@ def main():
             loud("%s: idle-connection test failed: %s" % (n, e))
         if not t.proc.alive():
             t.disable("died during the idle-connection test:\n%s" % t.proc.tail())
+    log("\n== %d idle HTTP/2 connections (TLS) per proxy" % cfg["h2_idle_connections"])
+    for n in H2_PROXIES:
+        t = targets[n]
+        if not t.usable("h2"):
+            continue
+        try:
+            t.memory["idle_connections_h2"] = m = measure_idle_conns(
+                t, cfg["h2_idle_connections"], client, run_dir, cfg["h2_settle_max_s"], h2_cert=cert)
+            log("   %-16s answered %d/%d in %.1fs, alive %d, RSS %d -> %d KiB" % (
+                n, m["connections_answered"], m["connections_target"], m["open_seconds"],
+                m["connections_alive_at_measure"], m["rss_before_kib"], m["rss_conns_kib"]))
+        except Exception as e:
+            t.memory["idle_connections_h2"] = {"error": str(e)}
+            loud("%s: idle HTTP/2 connection test failed: %s" % (n, e))
+        if not t.proc.alive():
+            t.disable("died during the idle HTTP/2 connection test:\n%s" % t.proc.tail())
 
     def rounds(kind, nrounds, seconds, order):
         for r in range(nrounds):
@@ -786,13 +928,15 @@ def main():
                 if not t.usable(kind):
                     continue
                 port = t.http_port if kind == "http" else t.https_port
-                if kind == "handshake":
+                if kind == "h2":
+                    res = run_h2load(t, port, seconds, client, run_dir, targets["direct"].proc, r + 1)
+                elif kind == "handshake":
                     res = run_tlsload(t, port, seconds, client, run_dir, tlsload, targets["direct"].proc)
                 else:
                     res = run_wrk(t, kind, port, seconds, client, run_dir, targets["direct"].proc)
                 res["round"] = r + 1
                 t.runs[kind].append(res)
-                if kind in ("http", "https") and n != "direct":
+                if kind in ("http", "https", "h2") and n != "direct":
                     t.rss_after[kind].append(t.proc.rss_kib()[0])
                     res["rss_after_kib"] = t.rss_after[kind][-1]
                 if "error" in res:
@@ -809,10 +953,11 @@ def main():
     rounds("https", cfg["https_rounds"], cfg["seconds"], PROXIES)
     rounds("handshake", cfg["handshake_rounds"], cfg["handshake_seconds"], PROXIES)
     rounds("resumed", cfg["resumed_rounds"], cfg["resumed_seconds"], PROXIES)
+    rounds("h2", cfg["h2_rounds"], cfg["h2_seconds"], H2_PROXIES)
 
-    for n in PROXIES:
+    for n in H2_PROXIES:
         t = targets[n]
-        for kind in ("http", "https"):
+        for kind in ("http", "https", "h2"):
             if t.rss_after[kind]:
                 t.memory["rss_after_%s_kib" % kind] = t.rss_after[kind][-1]
         last = t.rss_after["https"] or t.rss_after["http"]
@@ -821,9 +966,9 @@ def main():
 
     # ---------------------------------------------------------------- report
     summary = {}
-    for n in ORDER:
+    for n in ALL:
         t = targets[n]
-        summary[n] = {k: summarize(t.runs[k]) for k in ("http", "https", "handshake", "resumed")}
+        summary[n] = {k: summarize(t.runs[k]) for k in ("http", "https", "handshake", "resumed", "h2")}
 
     def get(n, kind, key):
         s = summary[n][kind]
@@ -844,7 +989,12 @@ def main():
             return t.reason.splitlines()[0]
         if kind != "http" and t.https_status != "ok":
             return t.https_reason.splitlines()[0]
+        if kind == "h2" and t.h2_status != "ok":
+            return t.h2_reason.splitlines()[0]
         return None
+
+    def rows(kind):
+        return ORDER if kind == "http" else H2_PROXIES if kind == "h2" else PROXIES
 
     lines = []
     out = lines.append
@@ -860,17 +1010,20 @@ def main():
                                cfg["handshake_seconds"], cfg["handshake_rounds"]),
               "resumed": "HTTPS new connection per request, resumed sessions (wrk -H 'Connection: close'"
                          ": wrk resumes with the server's ticket), %ds x %d" % (
-                             cfg["resumed_seconds"], cfg["resumed_rounds"])}
-    for kind in ("http", "https", "handshake", "resumed"):
+                             cfg["resumed_seconds"], cfg["resumed_rounds"]),
+              "h2": "HTTP/2 over TLS (h2load -c16 -m10 -t1: 16 connections x 10 streams; p50/p99 from its "
+                    "per-request log), %ds x %d; h2o routes through an mruby handler" % (
+                        cfg["h2_seconds"], cfg["h2_rounds"])}
+    for kind in ("http", "https", "handshake", "resumed", "h2"):
         out("")
         out(titles[kind])
         out("  %-22s %10s %9s %9s %10s %9s %11s" % ("", "req/s", "p50 ms", "p99 ms", "cpu us/req",
                                                      "segs/req" if kind != "handshake" else "",
-                                                     "rss KiB" if kind in ("http", "https") else ""))
-        if kind in ("http", "https"):
+                                                     "rss KiB" if kind in ("http", "https", "h2") else ""))
+        if kind in ("http", "https", "h2"):
             out("  (rss KiB: summed over the server's processes right after its last run in this table;")
             out("   segs/req: TCP segments the whole machine sent per request, client and upstream included)")
-        for n in (ORDER if kind == "http" else PROXIES):
+        for n in rows(kind):
             w = why(n, kind)
             if w and not summary[n][kind]:
                 out("  %-22s n/a (%s)" % (LABEL[n], w))
@@ -880,14 +1033,14 @@ def main():
                 out("  %-22s n/a (no successful run)" % LABEL[n])
                 continue
             rss = ""
-            if kind in ("http", "https") and n != "direct":
+            if kind in ("http", "https", "h2") and n != "direct":
                 rss = fmt(memget(n, "rss_after_%s_kib" % kind), "d")
             out("  %-22s %10.0f %9.3f %9.3f %10s %9s %11s%s" % (
                 LABEL[n], s["rps"], s["p50_ms"], s["p99_ms"], fmt(s["cpu_us_per_req"], ".1f"),
                 fmt(s.get("tcp_segs_per_req"), ".2f") if kind != "handshake" else "", rss,
                 "  errors=%d" % s["errors"] if s["errors"] else ""))
         spread = ["%s %.2f-%.2f" % (LABEL[n], summary[n][kind]["p99_ms_min"], summary[n][kind]["p99_ms_max"])
-                  for n in (ORDER if kind == "http" else PROXIES)
+                  for n in rows(kind)
                   if summary[n][kind] and summary[n][kind]["rounds"] > 1
                   and summary[n][kind]["p99_ms_min"] is not None]
         if spread:
@@ -896,17 +1049,17 @@ def main():
     out("Where the CPU goes (us per request, medians; client = the load client, upstream = upstream A;")
     out("in kernel = the part of the proxy's own CPU spent in system calls and the network stack;")
     out("busy = share of the %d CPUs the three used together during the run)" % ncpu)
-    for kind in ("http", "https"):
+    for kind in ("http", "https", "h2"):
         out("  %-8s %-22s %9s %9s %9s %9s %9s %7s" % (kind, "", "proxy", "in kernel", "client", "upstream",
                                                      "total", "busy"))
         best = None
-        for n in (ORDER if kind == "http" else PROXIES):
+        for n in rows(kind):
             sm = summary[n][kind]
             if not sm or sm["cpu_us_per_req"] is None or sm["client_cpu_us_per_req"] is None:
                 continue
             parts = [sm["cpu_us_per_req"], sm["client_cpu_us_per_req"], sm["upstream_cpu_us_per_req"] or 0.0]
             total = sum(parts)
-            if n in ("nginx", "haproxy") and (best is None or sm["rps"] > best[1]):
+            if n in (H2_PEERS if kind == "h2" else ("nginx", "haproxy")) and (best is None or sm["rps"] > best[1]):
                 best = (n, sm["rps"], total)
             out("  %-8s %-22s %9.1f %9s %9.1f %9s %9.1f %6.0f%%" % (
                 "", LABEL[n], parts[0], fmt(sm.get("kernel_cpu_us_per_req"), ".1f"), parts[1],
@@ -930,7 +1083,7 @@ def main():
         # CPU-second of the proxy alone are what it would serve there (an estimate:
         # on loopback the sender's CPU also pays for the peer's receive path).
         per_core = ["%s %.2fx" % (LABEL[n], summary[n][kind]["cpu_us_per_req"] / sy["cpu_us_per_req"])
-                    for n in ("nginx", "haproxy")
+                    for n in (H2_PEERS if kind == "h2" else ("nginx", "haproxy"))
                     if sy and sy["cpu_us_per_req"] and summary[n][kind]
                     and summary[n][kind]["cpu_us_per_req"]]
         if per_core:
@@ -952,9 +1105,25 @@ def main():
             fmt(conns, "d"), fmt(ic.get("per_conn_bytes"), "d"),
             "  (" + ic["warning"] + ")" if ic.get("warning") else
             ("  (" + ic["error"] + ")" if ic.get("error") else "")))
+    out("")
+    out("Memory with idle HTTP/2 connections (TLS, one answered stream each), right after the test above:")
+    out("  %-22s %10s %13s %12s" % ("", "before", "%d h2 conns" % cfg["h2_idle_connections"], "bytes/conn"))
+    for n in H2_PROXIES:
+        t = targets[n]
+        ic = t.memory.get("idle_connections_h2")
+        if not ic or "rss_conns_kib" not in ic:
+            w = why(n, "h2") or (ic or {}).get("error") or "not measured"
+            out("  %-22s n/a (%s)" % (LABEL[n], w.splitlines()[0]))
+            continue
+        out("  %-22s %10d %13d %12s%s" % (
+            LABEL[n], ic["rss_before_kib"], ic["rss_conns_kib"], fmt(ic.get("per_conn_bytes"), "d"),
+            "  (" + ic["warning"] + ")" if ic.get("warning") else ""))
+
+    def h2mem(n):
+        return (targets[n].memory.get("idle_connections_h2") or {}).get("per_conn_bytes")
 
     ratios = {}
-    for sy, base in [(sy, base) for sy in SY_BACKEND for base in ("nginx", "haproxy", "direct")]:
+    for sy, base in [(sy, base) for sy in SY_BACKEND for base in ("nginx", "haproxy", "caddy", "h2o", "direct")]:
         r = {
             "http_rps": ratio(get(sy, "http", "rps"), get(base, "http", "rps")),
             "http_p99": ratio(get(sy, "http", "p99_ms"), get(base, "http", "p99_ms")),
@@ -962,6 +1131,14 @@ def main():
                                       get(base, "http", "cpu_us_per_req")),
         }
         if base != "direct":
+            r.update({
+                "h2_rps": ratio(get(sy, "h2", "rps"), get(base, "h2", "rps")),
+                "h2_p99": ratio(get(sy, "h2", "p99_ms"), get(base, "h2", "p99_ms")),
+                "h2_cpu_per_req": ratio(get(sy, "h2", "cpu_us_per_req"),
+                                        get(base, "h2", "cpu_us_per_req")),
+                "h2_bytes_per_conn": ratio(h2mem(sy), h2mem(base)),
+            })
+        if base != "direct" and base != "h2o":
             r.update({
                 "https_rps": ratio(get(sy, "https", "rps"), get(base, "https", "rps")),
                 "https_p99": ratio(get(sy, "https", "p99_ms"), get(base, "https", "p99_ms")),
@@ -981,15 +1158,25 @@ def main():
              "hs cpu", "resumed", "rss idle", "bytes/conn"]
     out("  %-24s" % "" + "".join("%12s" % h for h in heads))
     for k, r in ratios.items():
-        out("  %-24s" % k + "".join("%12s" % fmt(r.get(c), ".2f") for c in cols))
+        if not k.endswith("/h2o"):
+            out("  %-24s" % k + "".join("%12s" % fmt(r.get(c), ".2f") for c in cols))
     io = {k: ratio(get("switchyard_uring", kind, key), get("switchyard", kind, key))
           for k, kind, key in (("http_rps", "http", "rps"), ("http_p99", "http", "p99_ms"),
                                ("http_cpu_per_req", "http", "cpu_us_per_req"),
-                               ("https_rps", "https", "rps"), ("https_p99", "https", "p99_ms"))}
+                               ("https_rps", "https", "rps"), ("https_p99", "https", "p99_ms"),
+                               ("h2_rps", "h2", "rps"), ("h2_p99", "h2", "p99_ms"),
+                               ("h2_cpu_per_req", "h2", "cpu_us_per_req"))}
     io.update(bytes_per_conn=ratio(memget("switchyard_uring", "per_conn_bytes"),
-                                   memget("switchyard", "per_conn_bytes")))
-    ratios["switchyard_uring/switchyard"] = io
+                                   memget("switchyard", "per_conn_bytes")),
+              h2_bytes_per_conn=ratio(h2mem("switchyard_uring"), h2mem("switchyard")))
     out("  %-24s" % "io_uring/epoll" + "".join("%12s" % fmt(io.get(c), ".2f") for c in cols))
+    cols2 = ["h2_rps", "h2_p99", "h2_cpu_per_req", "h2_bytes_per_conn"]
+    out("  %-24s" % "" + "".join("%12s" % h for h in ["h2 req/s", "h2 p99", "h2 cpu", "h2 bytes/c"]))
+    for k, r in ratios.items():
+        if not k.endswith("/direct"):
+            out("  %-24s" % k + "".join("%12s" % fmt(r.get(c), ".2f") for c in cols2))
+    out("  %-24s" % "io_uring/epoll" + "".join("%12s" % fmt(io.get(c), ".2f") for c in cols2))
+    ratios["switchyard_uring/switchyard"] = io
     if targets["switchyard"].status != "ok" and not targets["switchyard"].runs["http"]:
         out("  (switchyard n/a: %s)" % targets["switchyard"].reason.splitlines()[0])
     elapsed = time.monotonic() - started
@@ -1008,18 +1195,20 @@ def main():
         "placement": placement,
         "host": {"cpus": ncpu, "kernel": os.uname().release,
                  "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
-        "tools": {"wrk": tool_version(["wrk", "-v"]), "openssl": tool_version(["openssl", "version"])},
+        "tools": {"wrk": tool_version(["wrk", "-v"]), "openssl": tool_version(["openssl", "version"]),
+                  "h2load": tool_version(["h2load", "--version"])},
         "ports": ports,
         "run_dir": run_dir,
         "elapsed_s": round(elapsed, 1),
         "targets": {},
         "ratios": ratios,
     }
-    for n in ORDER:
+    for n in ALL:
         t = targets[n]
         data["targets"][n] = {
             "status": t.status, "reason": t.reason,
             "https_status": t.https_status, "https_reason": t.https_reason,
+            "h2_status": t.h2_status, "h2_reason": t.h2_reason,
             "version": t.version,
             "summary": summary[n], "runs": t.runs, "memory": t.memory,
         }

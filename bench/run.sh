@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark of Switchyard against nginx, HAProxy and Caddy.
+# Side-by-side benchmark of Switchyard against nginx, HAProxy, Caddy (and H2O over HTTP/2).
 #
-#   bench/run.sh            full run (about 10 minutes)
-#   bench/run.sh --quick    short run (under a minute)
+#   bench/run.sh            full run (about 14 minutes)
+#   bench/run.sh --quick    short run (about 90 s)
 #
 # Options (after the mode):  --no-build   use the existing build/switchyard
-#                            --only LIST  comma list of proxies (nginx,haproxy,caddy,switchyard,
+#                            --only LIST  comma list of proxies (nginx,haproxy,caddy,h2o,switchyard,
 #                                         switchyard_uring: the io_uring row)
 # Environment: BENCH_PORT_BASE (default 28000), BENCH_CLIENT_CPU (default 1; empty = no pinning).
 # See bench/README.md.
@@ -39,6 +39,8 @@ need=()
 command -v nginx   >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]   || need+=(nginx)
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 command -v caddy   >/dev/null 2>&1 || need+=(caddy)
+command -v h2o     >/dev/null 2>&1 || need+=(h2o)
+command -v h2load  >/dev/null 2>&1 || need+=(nghttp2-client)
 command -v wrk     >/dev/null 2>&1 || need+=(wrk)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v curl    >/dev/null 2>&1 || need+=(curl)
@@ -47,7 +49,7 @@ command -v taskset >/dev/null 2>&1 || need+=(util-linux)
 install_packages run.sh ${need[@]+"${need[@]}"}
 export PATH="$PATH:/usr/sbin:/sbin"
 
-for svc in nginx haproxy caddy; do
+for svc in nginx haproxy caddy h2o; do
     if pgrep -x "$svc" >/dev/null 2>&1 && [ -z "${BENCH_QUIET_SERVICES:-}" ]; then
         echo "note: a '$svc' not started by this harness is running; it is left alone (this harness uses its own ports, checked free)."
     fi

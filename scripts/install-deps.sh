@@ -8,7 +8,7 @@ PKGS="build-essential make pkg-config clang libclang-rt-14-dev
 libssl-dev libyaml-dev libcurl4-openssl-dev libjansson-dev libcriterion-dev libnghttp2-dev liburing-dev
 python3 python3-pytest python3-websockets python3-yaml python3-h2 nghttp2-client curl openssl
 ca-certificates
-pebble lego testssl.sh nginx-light haproxy caddy wrk shellcheck valgrind nodejs
+pebble lego testssl.sh nginx-light haproxy caddy h2o wrk shellcheck valgrind nodejs
 podman runc debootstrap chromium"
 missing=""
 for p in $PKGS; do

@@ -82,6 +82,7 @@ struct sy_h2conn {
     nghttp2_session *sess;
     struct sy_list streams;        /* open streams (struct sy_h2stream.link) */
     struct sy_list ready;          /* streams whose exchange may move (.rlink) */
+    struct sy_list wlink;          /* in the worker's h2_woken list: pump at the iteration's end */
     uint32_t nstreams;
 
     struct sy_h2_head head;        /* the header block being received */
@@ -704,13 +705,29 @@ static void h2_tunnel(struct sy_exchange *x)
     stream_ready(s);
 }
 
+/*
+ * An upstream socket of the stream moved. The connection is pumped once at the
+ * end of the loop iteration (sy_h2_run_woken), not here: the answers of all
+ * the streams whose upstreams came in the same epoll batch then leave in one
+ * TLS record and one write(2), instead of one each.
+ */
 static void h2_wake(struct sy_exchange *x)
 {
     struct sy_h2stream *s = x->client;
     if (s->dead || s->x_over)
         return;
     stream_ready(s);
-    sy_conn_pump(s->h->c);
+    if (!sy_list_linked(&s->h->wlink))
+        sy_list_insert_tail(&s->w->h2_woken, &s->h->wlink);
+}
+
+void sy_h2_run_woken(struct sy_worker *w)
+{
+    for (int guard = 0; !sy_list_empty(&w->h2_woken) && guard < 100000; guard++) {
+        struct sy_h2conn *h = SY_CONTAINER_OF(w->h2_woken.next, struct sy_h2conn, wlink);
+        sy_list_remove(&h->wlink);
+        sy_conn_pump(h->c);
+    }
 }
 
 static const struct sy_client_ops h2_ops = {
@@ -1077,6 +1094,7 @@ int sy_h2_start(struct sy_conn *c)
     h->c = c;
     sy_list_init(&h->streams);
     sy_list_init(&h->ready);
+    sy_list_init(&h->wlink);
     h->budget_start = h->t_write = h->t_settings = sy_loop_now(c->w->loop);
     sy_counter_add(&c->w->metrics.h2_conns, 1);
     c->h2 = h;
@@ -1211,6 +1229,8 @@ static int end_conn(struct sy_conn *c)
 int sy_h2_pump(struct sy_conn *c)
 {
     struct sy_h2conn *h = c->h2;
+    if (sy_list_linked(&h->wlink)) /* this pump runs the woken streams too */
+        sy_list_remove(&h->wlink);
     if (h->lingering)
         return sy_conn_linger(c);
     for (int guard = 0; guard < 1000; guard++) {
@@ -1447,6 +1467,8 @@ void sy_h2_drain(struct sy_conn *c)
 void sy_h2_close(struct sy_conn *c)
 {
     struct sy_h2conn *h = c->h2;
+    if (sy_list_linked(&h->wlink))
+        sy_list_remove(&h->wlink);
     while (!sy_list_empty(&h->streams))
         stream_dead(SY_CONTAINER_OF(h->streams.next, struct sy_h2stream, link));
     if (h->ob) {

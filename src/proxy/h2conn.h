@@ -32,6 +32,9 @@ void sy_h2_drain(struct sy_conn *c);
 void sy_h2_close(struct sy_conn *c);
 /* Frees the connection's HTTP/2 state (sy_conn_reap only). */
 void sy_h2_free(struct sy_conn *c);
+/* Pumps the connections whose streams' upstreams moved during the loop iteration
+ * (the end-of-iteration callback, before sy_conn_reap). */
+void sy_h2_run_woken(struct sy_worker *w);
 /* Frees the streams that ended during the loop iteration (sy_conn_reap only). */
 void sy_h2_reap(struct sy_worker *w);
 

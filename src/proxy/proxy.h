@@ -165,6 +165,7 @@ struct sy_worker {
     struct sy_list closed;                     /* closed, freed at the end of the iteration */
     struct sy_list closed_up;                  /* closed upstream connections, likewise */
     struct sy_list h2_dead;                    /* ended HTTP/2 streams, likewise */
+    struct sy_list h2_woken;                   /* HTTP/2 connections to pump at the iteration's end */
     uint32_t nconns;
     uint32_t max_conns;
     struct sy_metrics metrics;

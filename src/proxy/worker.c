@@ -16,6 +16,7 @@
 #include "core/log.h"
 #include "core/logq.h"
 #include "proxy/conn.h"
+#include "proxy/h2conn.h"
 #include "proxy/mirror.h"
 #include "tls/tls.h"
 
@@ -368,6 +369,7 @@ static void on_wake(struct sy_loop *loop, void *arg)
 static void on_idle(struct sy_loop *loop, void *arg)
 {
     struct sy_worker *w = arg;
+    sy_h2_run_woken(w);
     sy_conn_reap(w);
     sy_mirror_idle(w);
     if (w->loglen && (w->loglen > 16384 || sy_loop_now(loop) - w->log_flushed_at >= 100))
@@ -454,6 +456,7 @@ int sy_worker_start(struct sy_worker *w, struct sy_snapshot *s)
     sy_list_init(&w->closed);
     sy_list_init(&w->closed_up);
     sy_list_init(&w->h2_dead);
+    sy_list_init(&w->h2_woken);
     w->accept_timer.cb = resume_accept;
     uint32_t maxc = s->cfg->limits.max_connections;
     unsigned nw = sy_proc.nworkers ? sy_proc.nworkers : 1;
