@@ -55,7 +55,7 @@ def test_refused_is_502(faulty):
         assert gw.get("/x", host="refused.test").status == 502
     assert errors(gw, "refused", "connect_refused") + errors(gw, "refused", "no_server") >= 3
     assert errors(gw, "refused", "connect_refused") >= 1
-    assert "refused" in gw.stderr_text()
+    wait_for(lambda: "refused" in gw.stderr_text(), 5, what="the error log line")
     good_still_served(gw)
 
 
@@ -66,7 +66,7 @@ def test_hanging_upstream_is_504(faulty):
     assert r.status == 504
     assert 0.8 < time.monotonic() - t0 < 5
     assert errors(gw, "bad", "response_timeout") == 1
-    assert "response_timeout" in gw.stderr_text()
+    wait_for(lambda: "response_timeout" in gw.stderr_text(), 5, what="the error log line")
     good_still_served(gw)
 
 
@@ -91,7 +91,7 @@ def test_close_mid_body_cuts_the_client(faulty):
     assert r.status == 200 and r.short and r.body == b"0123456789"
     rc.close()
     wait_for(lambda: errors(gw, "bad", "reset") >= 1, 3, what="mid-body close counted")
-    assert "closed mid-response" in gw.stderr_text()
+    wait_for(lambda: "closed mid-response" in gw.stderr_text(), 5, what="the error log line")
     good_still_served(gw)
 
 
@@ -110,7 +110,7 @@ def test_unresolvable_name_is_502_and_others_are_served(faulty):
         assert gw.get("/x", host="nxdomain.test").status == 502
         good_still_served(gw)
     assert errors(gw, "nxdomain", "no_server") >= 3
-    assert "does-not-exist.invalid" in gw.stderr_text()
+    wait_for(lambda: "does-not-exist.invalid" in gw.stderr_text(), 5, what="the error log line")
 
 
 class EndlessUpstream(ThreadedServer):

@@ -660,6 +660,7 @@ def test_empty_data_flood_trips_once(start_h2):
     c.wait_closed(10)
     assert c.goaway == ENHANCE_YOUR_CALM, c.goaway
     assert defence(gw, "control_flood") == 1
+    wait_for(lambda: "too many control frames" in gw.stderr_text(), 5, what="the warning")
     assert gw.stderr_text().count("too many control frames") == 1
 
 
