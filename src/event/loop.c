@@ -4,6 +4,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -131,6 +132,39 @@ void sy_loop_del(struct sy_loop *loop, struct sy_io *io)
         return;
     }
     epoll_ctl(loop->epfd, EPOLL_CTL_DEL, io->fd, NULL);
+}
+
+void sy_loop_close(struct sy_loop *loop, struct sy_io *io)
+{
+    if (io->_cio) {
+        sy__cio_close(loop->ur, io);
+        return;
+    }
+    sy_loop_del(loop, io);
+    close(io->fd);
+}
+
+void sy_loop_shutdown_wr(struct sy_loop *loop, struct sy_io *io)
+{
+    if (io->_cio)
+        sy__cio_shutdown_wr(loop->ur, io);
+    else
+        shutdown(io->fd, SHUT_WR);
+}
+
+int sy_loop_cio_start(struct sy_loop *loop, struct sy_io *io)
+{
+    return loop->ur ? sy__cio_start(loop->ur, io) : -1;
+}
+
+ssize_t sy_loop_cio_read(struct sy_loop *loop, struct sy_io *io, char *buf, size_t len, int *drained)
+{
+    return sy__cio_read(loop->ur, io, buf, len, drained);
+}
+
+ssize_t sy_loop_cio_writev(struct sy_loop *loop, struct sy_io *io, const struct iovec *iov, int iovcnt)
+{
+    return sy__cio_writev(loop->ur, io, iov, iovcnt);
 }
 
 uint64_t sy_loop_now(const struct sy_loop *loop)

@@ -18,9 +18,12 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
+struct iovec;
 struct sy_loop;
 struct sy_io;
+struct sy_cio;
 
 /* Called with the epoll event mask (EPOLLIN, EPOLLOUT, EPOLLERR, ...). */
 typedef void (*sy_io_cb)(struct sy_io *io, uint32_t events);
@@ -30,6 +33,7 @@ struct sy_io {
     sy_io_cb cb;
     int first;                 /* handled before the other events of the same batch */
     uint32_t _slot;            /* io_uring backend: its registration, index + 1 */
+    struct sy_cio *_cio;       /* io_uring backend: completion I/O state, owned by the loop */
 };
 
 struct sy_timer;
@@ -79,6 +83,34 @@ int sy_loop_add_listener(struct sy_loop *loop, struct sy_io *io);
 /* Pauses or resumes a listener registered with sy_loop_add_listener. */
 int sy_loop_listener_enable(struct sy_loop *loop, struct sy_io *io, int on);
 void sy_loop_del(struct sy_loop *loop, struct sy_io *io);
+/*
+ * sy_loop_del() and close(io->fd). Under completion I/O the loop owns the
+ * descriptor from then on: it closes it once the sends already accepted are
+ * out (or failed) and its receive is cancelled. The owner may be freed at
+ * the end of the iteration as usual: no late completion names it.
+ */
+void sy_loop_close(struct sy_loop *loop, struct sy_io *io);
+/* shutdown(io->fd, SHUT_WR), after the sends already accepted under completion I/O. */
+void sy_loop_shutdown_wr(struct sy_loop *loop, struct sy_io *io);
+
+/*
+ * Completion I/O (io_uring backend; plain TCP sockets). Receives are one
+ * multishot IORING_OP_RECV into the worker's provided-buffer ring, sends are
+ * copied into a per-socket buffer and queued, all submitted with the loop's
+ * one io_uring_enter per iteration. The callback is called as for a poll
+ * event: EPOLLIN when bytes (or the end, or an error) arrived, EPOLLOUT when
+ * a send that was refused for the cap may go on, EPOLLERR when a send
+ * failed. Returns 0 when io (registered with sy_loop_add) now uses it, -1
+ * when not (epoll backend, no buffer ring): the owner keeps read/write(2).
+ */
+int sy_loop_cio_start(struct sy_loop *loop, struct sy_io *io);
+/*
+ * Copies received bytes: >0 bytes, 0 EOF, -1 nothing yet, -2 error. Sets
+ * *drained when nothing is left (the next arrival calls back).
+ */
+ssize_t sy_loop_cio_read(struct sy_loop *loop, struct sy_io *io, char *buf, size_t len, int *drained);
+/* Copies bytes to send: >0 bytes taken, -1 the bytes in flight are at the cap (EPOLLOUT follows), -2 error. */
+ssize_t sy_loop_cio_writev(struct sy_loop *loop, struct sy_io *io, const struct iovec *iov, int iovcnt);
 
 /* Monotonic milliseconds, refreshed once per loop iteration. */
 uint64_t sy_loop_now(const struct sy_loop *loop);

@@ -47,5 +47,10 @@ int sy__uring_add(struct sy_uring *ur, struct sy_io *io, int listener);
 int sy__uring_listener_enable(struct sy_uring *ur, struct sy_io *io, int on);
 void sy__uring_del(struct sy_uring *ur, struct sy_io *io);
 void sy__uring_run(struct sy_loop *l);
+int sy__cio_start(struct sy_uring *ur, struct sy_io *io);
+void sy__cio_close(struct sy_uring *ur, struct sy_io *io);
+void sy__cio_shutdown_wr(struct sy_uring *ur, struct sy_io *io);
+ssize_t sy__cio_read(struct sy_uring *ur, struct sy_io *io, char *buf, size_t len, int *drained);
+ssize_t sy__cio_writev(struct sy_uring *ur, struct sy_io *io, const struct iovec *iov, int iovcnt);
 
 #endif

@@ -33,7 +33,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "core/alloc.h"
@@ -60,9 +63,52 @@ struct slot {
 
 _Static_assert(sizeof(struct slot) == 16, "a slot per registered socket stays 16 bytes");
 
+/* Completion I/O (see the comment above sy__cio_start). */
+#define CIO_BUFS 512           /* provided buffers per worker: 8 MiB of address space, touched as used */
+#define CIO_BUF_SIZE 16384
+#define CIO_BGID 1
+#define CIO_RECV_CAP 65536     /* received bytes queued per socket before its receive is stopped */
+#define CIO_SEND_CAP 65536     /* bytes accepted and not yet sent per socket */
+#define CIO_SBUF_KEEP 64       /* idle send buffers kept per worker */
+#define CIO_TAG (1ULL << 63)   /* user_data of a completion I/O request: cio address | tag | op */
+#define CIO_RECV 1ULL
+#define CIO_SEND 2ULL
+
+struct sy_cio {
+    struct sy_io *io;          /* NULL once its owner closed it */
+    int fd;
+    int err;                   /* a failed receive or send: positive errno */
+    struct sy_cio *next_flush; /* on the flush list: a send to queue at the next enter */
+    struct sy_cio *next_wait;  /* on the wait list: receive stopped for want of buffers */
+    int32_t qhead, qtail;      /* received buffers, oldest first (buffer ids), -1: none */
+    uint32_t qoff;             /* bytes of the oldest buffer already read */
+    uint32_t queued;           /* bytes received and not read */
+    char *sbuf;                /* bytes to send: [0, slen), of which [0, sinflight) are in the kernel */
+    uint32_t slen, sinflight;
+    unsigned recv_armed : 1;   /* the multishot receive is in the kernel (or queued) */
+    unsigned recv_cancel : 1;  /* and its cancellation too */
+    unsigned eof : 1;
+    unsigned on_flush : 1, on_wait : 1;
+    unsigned want_write : 1;   /* a write was refused for the cap: EPOLLOUT when there is room */
+    unsigned shut_wr : 1;      /* shutdown(SHUT_WR) once the bytes are sent */
+    unsigned closing : 1;      /* the owner closed it: the loop closes fd when all is done */
+    struct sy_cio *prev, *next; /* every completion I/O state of the loop */
+};
+
 struct sy_uring {
     struct io_uring ring;
     int enabled;               /* the worker enabled the ring (R_DISABLED until then) */
+    /* completion I/O: the provided-buffer ring and its buffers, NULL when unavailable */
+    struct io_uring_buf_ring *br;
+    char *bufs;
+    int32_t *bnext;            /* per buffer: the next in its socket's queue */
+    uint32_t *blen;            /* per buffer: bytes received into it */
+    struct sy_cio *flush_head;
+    struct sy_cio *wait_head;
+    int returned;              /* buffers went back to the ring since the wait list was looked at */
+    char *sfree[CIO_SBUF_KEEP];
+    int nsfree;
+    struct sy_cio *all;
     struct slot *slots;
     uint32_t nslots, capslots;
     uint32_t free_head;        /* index + 1, 0: none */
@@ -193,6 +239,22 @@ void sy__uring_free(struct sy_uring *ur)
     if (!ur)
         return;
     io_uring_queue_exit(&ur->ring);
+    if (ur->br) {
+        munmap(ur->br, CIO_BUFS * sizeof(struct io_uring_buf));
+        munmap(ur->bufs, (size_t)CIO_BUFS * CIO_BUF_SIZE);
+        sy_free(ur->bnext);
+        sy_free(ur->blen);
+    }
+    for (int i = 0; i < ur->nsfree; i++)
+        sy_free(ur->sfree[i]);
+    while (ur->all) {
+        struct sy_cio *c = ur->all;
+        ur->all = c->next;
+        if (c->closing)
+            close(c->fd);
+        sy_free(c->sbuf);
+        sy_free(c);
+    }
     sy_free(ur->slots);
     sy_free(ur);
 }
@@ -290,8 +352,400 @@ static void handle(struct sy_uring *ur, const struct ev *e)
     }
     if (!s->armed)
         arm(ur, s); /* ended multishot, or the listener's one-shot: its next completion */
+    if (s->io->_cio)
+        events &= ~(uint32_t)(EPOLLIN | EPOLLOUT); /* the receive and send completions say it */
     if (events)
         s->io->cb(s->io, events);
+}
+
+/* ---- completion I/O ---- */
+
+/*
+ * The provided-buffer ring, registered by the worker once its ring is
+ * enabled (a registration names the submitter). Without it (an older
+ * kernel) sockets keep the readiness model.
+ */
+static void cio_setup(struct sy_uring *ur)
+{
+    size_t rsz = CIO_BUFS * sizeof(struct io_uring_buf);
+    void *br = mmap(NULL, rsz, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    if (br == MAP_FAILED)
+        return;
+    void *bufs = mmap(NULL, (size_t)CIO_BUFS * CIO_BUF_SIZE, PROT_READ | PROT_WRITE,
+                      MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    if (bufs == MAP_FAILED) {
+        munmap(br, rsz);
+        return;
+    }
+    struct io_uring_buf_reg reg;
+    memset(&reg, 0, sizeof(reg));
+    reg.ring_addr = (uint64_t)(uintptr_t)br;
+    reg.ring_entries = CIO_BUFS;
+    reg.bgid = CIO_BGID;
+    int rc = io_uring_register_buf_ring(&ur->ring, &reg, 0);
+    if (rc < 0) {
+        sy_log_warn("loop", "io_uring: no provided-buffer ring (%s): readiness I/O only",
+                    strerror(-rc));
+        munmap(br, rsz);
+        munmap(bufs, (size_t)CIO_BUFS * CIO_BUF_SIZE);
+        return;
+    }
+    ur->br = br;
+    ur->bufs = bufs;
+    ur->bnext = sy_calloc(CIO_BUFS, sizeof(*ur->bnext));
+    ur->blen = sy_calloc(CIO_BUFS, sizeof(*ur->blen));
+    io_uring_buf_ring_init(ur->br);
+    for (int i = 0; i < CIO_BUFS; i++)
+        io_uring_buf_ring_add(ur->br, ur->bufs + (size_t)i * CIO_BUF_SIZE, CIO_BUF_SIZE,
+                              (unsigned short)i, io_uring_buf_ring_mask(CIO_BUFS), i);
+    io_uring_buf_ring_advance(ur->br, CIO_BUFS);
+}
+
+static void buf_put(struct sy_uring *ur, int32_t bid)
+{
+    io_uring_buf_ring_add(ur->br, ur->bufs + (size_t)bid * CIO_BUF_SIZE, CIO_BUF_SIZE,
+                          (unsigned short)bid, io_uring_buf_ring_mask(CIO_BUFS), 0);
+    io_uring_buf_ring_advance(ur->br, 1);
+    ur->returned = 1;
+}
+
+static void cio_arm_recv(struct sy_uring *ur, struct sy_cio *c)
+{
+    struct io_uring_sqe *sqe = get_sqe(ur);
+    io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = CIO_BGID;
+    io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)c | CIO_TAG | CIO_RECV);
+    c->recv_armed = 1;
+    c->recv_cancel = 0;
+}
+
+static void cio_cancel_recv(struct sy_uring *ur, struct sy_cio *c)
+{
+    if (!c->recv_armed || c->recv_cancel)
+        return;
+    struct io_uring_sqe *sqe = get_sqe(ur);
+    io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)c | CIO_TAG | CIO_RECV, 0);
+    io_uring_sqe_set_data64(sqe, 0);
+    sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+    c->recv_cancel = 1;
+}
+
+/* Receives again if it stopped and may go on. */
+static void cio_maybe_rearm(struct sy_uring *ur, struct sy_cio *c)
+{
+    if (!c->recv_armed && !c->on_wait && !c->closing && !c->eof && !c->err &&
+        c->queued < CIO_RECV_CAP)
+        cio_arm_recv(ur, c);
+}
+
+/* One send in the kernel per socket at a time: its bytes go out in order. */
+static void cio_send(struct sy_uring *ur, struct sy_cio *c)
+{
+    struct io_uring_sqe *sqe = get_sqe(ur);
+    io_uring_prep_send(sqe, c->fd, c->sbuf, c->slen, MSG_NOSIGNAL);
+    io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)c | CIO_TAG | CIO_SEND);
+    c->sinflight = c->slen;
+}
+
+static void cio_flush_later(struct sy_uring *ur, struct sy_cio *c)
+{
+    if (c->on_flush)
+        return;
+    c->on_flush = 1;
+    c->next_flush = ur->flush_head;
+    ur->flush_head = c;
+}
+
+/* The owner is gone and no request names c any more: close the socket, forget c. */
+static void cio_maybe_free(struct sy_uring *ur, struct sy_cio *c)
+{
+    if (!c->closing || c->recv_armed || c->sinflight || c->on_flush || c->on_wait)
+        return;
+    close(c->fd);
+    if (c->sbuf) {
+        if (ur->nsfree < CIO_SBUF_KEEP)
+            ur->sfree[ur->nsfree++] = c->sbuf;
+        else
+            sy_free(c->sbuf);
+    }
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        ur->all = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    sy_free(c);
+}
+
+static void cio_drop_queue(struct sy_uring *ur, struct sy_cio *c)
+{
+    while (c->qhead >= 0) {
+        int32_t bid = c->qhead;
+        c->qhead = ur->bnext[bid];
+        buf_put(ur, bid);
+    }
+    c->qtail = -1;
+    c->qoff = c->queued = 0;
+}
+
+static void cio_send_buf_release(struct sy_uring *ur, struct sy_cio *c)
+{
+    if (!c->sbuf || c->slen)
+        return;
+    if (ur->nsfree < CIO_SBUF_KEEP)
+        ur->sfree[ur->nsfree++] = c->sbuf;
+    else
+        sy_free(c->sbuf);
+    c->sbuf = NULL;
+}
+
+/*
+ * Completion I/O for a plain TCP socket already registered with
+ * sy__uring_add(): its poll stays (it reports the hang-ups and errors), but
+ * its EPOLLIN and EPOLLOUT are left to the receive and send completions. The
+ * state lives apart from the owner, on the loop's list, and is freed only
+ * after the socket's last request completed.
+ */
+int sy__cio_start(struct sy_uring *ur, struct sy_io *io)
+{
+    if (!ur->br || io->_cio)
+        return io->_cio ? 0 : -1;
+    struct sy_cio *c = sy_calloc(1, sizeof(*c));
+    c->io = io;
+    c->fd = io->fd;
+    c->qhead = c->qtail = -1;
+    c->next = ur->all;
+    if (ur->all)
+        ur->all->prev = c;
+    ur->all = c;
+    io->_cio = c;
+    cio_arm_recv(ur, c);
+    return 0;
+}
+
+/*
+ * Bytes already accepted go out as far as the socket takes them at once,
+ * the same as close(2) after write(2) under epoll: a send still waiting for
+ * room is cancelled, so a peer that stopped reading cannot hold the socket.
+ */
+void sy__cio_close(struct sy_uring *ur, struct sy_io *io)
+{
+    struct sy_cio *c = io->_cio;
+    sy__uring_del(ur, io);
+    io->_cio = NULL;
+    c->io = NULL;
+    c->closing = 1;
+    cio_cancel_recv(ur, c);
+    cio_drop_queue(ur, c);
+    if (c->slen && !c->sinflight && !c->err)
+        cio_send(ur, c);
+    if (c->sinflight) {
+        struct io_uring_sqe *sqe = get_sqe(ur);
+        io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)c | CIO_TAG | CIO_SEND, 0);
+        io_uring_sqe_set_data64(sqe, 0);
+        sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+    }
+    cio_maybe_free(ur, c);
+}
+
+void sy__cio_shutdown_wr(struct sy_uring *ur, struct sy_io *io)
+{
+    struct sy_cio *c = io->_cio;
+    if (c->slen || c->sinflight) {
+        c->shut_wr = 1;
+        return;
+    }
+    (void)ur;
+    shutdown(c->fd, SHUT_WR);
+}
+
+ssize_t sy__cio_read(struct sy_uring *ur, struct sy_io *io, char *buf, size_t len, int *drained)
+{
+    struct sy_cio *c = io->_cio;
+    size_t got = 0;
+    while (got < len && c->qhead >= 0) {
+        int32_t bid = c->qhead;
+        size_t avail = ur->blen[bid] - c->qoff;
+        size_t n = avail < len - got ? avail : len - got;
+        memcpy(buf + got, ur->bufs + (size_t)bid * CIO_BUF_SIZE + c->qoff, n);
+        got += n;
+        c->qoff += (uint32_t)n;
+        c->queued -= (uint32_t)n;
+        if (c->qoff == ur->blen[bid]) {
+            c->qhead = ur->bnext[bid];
+            if (c->qhead < 0)
+                c->qtail = -1;
+            c->qoff = 0;
+            buf_put(ur, bid);
+        }
+    }
+    cio_maybe_rearm(ur, c);
+    if (c->qhead < 0 && !c->eof && !c->err)
+        *drained = 1;
+    if (got)
+        return (ssize_t)got;
+    if (c->err) {
+        errno = c->err;
+        return -2;
+    }
+    return c->eof ? 0 : -1;
+}
+
+ssize_t sy__cio_writev(struct sy_uring *ur, struct sy_io *io, const struct iovec *iov, int iovcnt)
+{
+    struct sy_cio *c = io->_cio;
+    if (c->err) {
+        errno = c->err;
+        return -2;
+    }
+    if (c->shut_wr) {
+        errno = EPIPE;
+        return -2;
+    }
+    size_t room = CIO_SEND_CAP - c->slen;
+    if (!room) {
+        c->want_write = 1;
+        return -1;
+    }
+    if (!c->sbuf)
+        c->sbuf = ur->nsfree ? ur->sfree[--ur->nsfree] : sy_malloc(CIO_SEND_CAP);
+    size_t took = 0;
+    for (int i = 0; i < iovcnt && took < room; i++) {
+        size_t n = iov[i].iov_len < room - took ? iov[i].iov_len : room - took;
+        memcpy(c->sbuf + c->slen + took, iov[i].iov_base, n);
+        took += n;
+    }
+    if (!took) {
+        cio_send_buf_release(ur, c);
+        return 0;
+    }
+    c->slen += (uint32_t)took;
+    if (!c->sinflight)
+        cio_flush_later(ur, c);
+    return (ssize_t)took;
+}
+
+/* Before the enter: a send per socket with bytes waiting and none in the kernel. */
+static void cio_flush(struct sy_uring *ur)
+{
+    struct sy_cio *c = ur->flush_head;
+    ur->flush_head = NULL;
+    while (c) {
+        struct sy_cio *next = c->next_flush;
+        c->on_flush = 0;
+        if (c->slen && !c->sinflight && !c->err) {
+            cio_send(ur, c);
+        } else {
+            cio_maybe_free(ur, c);
+        }
+        c = next;
+    }
+    if (ur->returned) {
+        ur->returned = 0;
+        c = ur->wait_head;
+        ur->wait_head = NULL;
+        while (c) {
+            struct sy_cio *next = c->next_wait;
+            c->on_wait = 0;
+            if (c->closing)
+                cio_maybe_free(ur, c);
+            else
+                cio_maybe_rearm(ur, c);
+            c = next;
+        }
+    }
+}
+
+static void cio_recv_done(struct sy_uring *ur, struct sy_cio *c, const struct ev *e)
+{
+    uint32_t events = 0;
+    if (!(e->flags & IORING_CQE_F_MORE))
+        c->recv_armed = 0;
+    if (e->res > 0 && (e->flags & IORING_CQE_F_BUFFER)) {
+        int32_t bid = (int32_t)(e->flags >> IORING_CQE_BUFFER_SHIFT);
+        if (c->closing) {
+            buf_put(ur, bid);
+        } else {
+            ur->blen[bid] = (uint32_t)e->res;
+            ur->bnext[bid] = -1;
+            if (c->qtail >= 0)
+                ur->bnext[c->qtail] = bid;
+            else
+                c->qhead = bid;
+            c->qtail = bid;
+            c->queued += (uint32_t)e->res;
+            events = EPOLLIN;
+            if (c->queued >= CIO_RECV_CAP)
+                cio_cancel_recv(ur, c); /* taken up again as it is read */
+        }
+    } else if (e->res == 0) {
+        c->eof = 1;
+        events = EPOLLIN;
+    } else if (e->res == -ENOBUFS) {
+        if (!c->on_wait && !c->closing) {
+            c->on_wait = 1;
+            c->next_wait = ur->wait_head;
+            ur->wait_head = c;
+        }
+    } else if (e->res < 0 && e->res != -ECANCELED) {
+        if (!c->err)
+            c->err = -e->res;
+        events = EPOLLIN | EPOLLERR;
+    }
+    if (c->closing) {
+        cio_maybe_free(ur, c);
+        return;
+    }
+    if (!c->recv_armed)
+        cio_maybe_rearm(ur, c);
+    if (events)
+        c->io->cb(c->io, events);
+}
+
+static void cio_send_done(struct sy_uring *ur, struct sy_cio *c, const struct ev *e)
+{
+    uint32_t events = 0;
+    uint32_t sent = c->sinflight;
+    c->sinflight = 0;
+    if (c->closing) {
+        c->slen = 0; /* what the socket did not take at once is dropped, as by close(2) */
+        cio_maybe_free(ur, c);
+        return;
+    }
+    if (e->res < 0) {
+        if (!c->err)
+            c->err = -e->res;
+        c->slen = 0;
+        events = EPOLLERR | EPOLLOUT;
+    } else {
+        uint32_t n = (uint32_t)e->res < sent ? (uint32_t)e->res : sent;
+        memmove(c->sbuf, c->sbuf + n, c->slen - n);
+        c->slen -= n;
+        if (c->slen)
+            cio_flush_later(ur, c); /* a short send, or bytes taken meanwhile */
+    }
+    if (!c->slen && !c->sinflight) {
+        if (c->shut_wr && !c->err)
+            shutdown(c->fd, SHUT_WR);
+        c->shut_wr = 0;
+        cio_send_buf_release(ur, c);
+    }
+    if (c->want_write && c->slen < CIO_SEND_CAP) {
+        c->want_write = 0;
+        events |= EPOLLOUT;
+    }
+    if (events)
+        c->io->cb(c->io, events);
+}
+
+static void cio_handle(struct sy_uring *ur, const struct ev *e)
+{
+    struct sy_cio *c = (struct sy_cio *)(uintptr_t)(e->ud & ~(CIO_TAG | 3ULL));
+    if ((e->ud & 3ULL) == CIO_RECV)
+        cio_recv_done(ur, c, e);
+    else
+        cio_send_done(ur, c, e);
 }
 
 void sy__uring_run(struct sy_loop *l)
@@ -305,8 +759,11 @@ void sy__uring_run(struct sy_loop *l)
             return;
         }
         ur->enabled = 1;
+        cio_setup(ur);
     }
     while (!l->stop) {
+        if (ur->flush_head || ur->returned)
+            cio_flush(ur);
         int timeout = sy__loop_timeout(l);
         int rc;
         if (timeout == 0) {
@@ -338,14 +795,27 @@ void sy__uring_run(struct sy_loop *l)
         /* Two passes, as under epoll: sockets marked `first` before the others. */
         int later = 0;
         for (int i = 0; i < n; i++) {
+            if (evs[i].ud & CIO_TAG) {
+                const struct sy_cio *c =
+                    (const struct sy_cio *)(uintptr_t)(evs[i].ud & ~(CIO_TAG | 3ULL));
+                if (c->io && c->io->first)
+                    cio_handle(ur, &evs[i]);
+                else
+                    evs[later++] = evs[i];
+                continue;
+            }
             struct slot *s = slot_of(ur, evs[i].ud);
             if (s && s->io && s->io->first)
                 handle(ur, &evs[i]);
             else
                 evs[later++] = evs[i];
         }
-        for (int i = 0; i < later; i++)
-            handle(ur, &evs[i]);
+        for (int i = 0; i < later; i++) {
+            if (evs[i].ud & CIO_TAG)
+                cio_handle(ur, &evs[i]);
+            else
+                handle(ur, &evs[i]);
+        }
         sy__loop_run_timers(l);
         l->dispatching = 0;
         if (l->idle_cb)

@@ -387,7 +387,7 @@ static int do_respond(struct sy_conn *c)
         sy__free_hbuf(c);
         if (c->tls)
             sy_tls_shutdown(c->tls);
-        shutdown(c->io.fd, SHUT_WR);
+        sy_loop_shutdown_wr(c->w->loop, &c->io);
         c->lingering = 1;
         c->t_client = now_ms(c);
         return P_PROGRESS;
@@ -681,6 +681,9 @@ void sy_conn_accept(struct sy_worker *w, int fd, const struct sockaddr_storage *
         conn_close(c);
         return;
     }
+    /* io_uring: receives and sends by completion; sends are refused only beyond a cap */
+    if (!https && sy_loop_cio_start(w->loop, &c->io) == 0)
+        c->writable = 1;
     sy_timer_arm(w->loop, &c->timer, deadline(c));
 }
 
@@ -707,12 +710,11 @@ static void conn_close(struct sy_conn *c)
         sy_h2_close(c); /* the same for each open stream */
     c->state = SY_ST_CLOSED;
     sy_timer_cancel(c->w->loop, &c->timer);
-    sy_loop_del(c->w->loop, &c->io);
     if (c->tls) {
         sy_tls_conn_free(c->tls);
         c->tls = NULL;
     }
-    close(c->io.fd);
+    sy_loop_close(c->w->loop, &c->io);
     sy__free_hbuf(c);
     c->roff = c->rlen;
     sy__rbuf_release_if_empty(c);
@@ -793,10 +795,10 @@ void sy_conn_close_all(struct sy_worker *w)
         struct sy_conn *c = SY_CONTAINER_OF(w->conns.next, struct sy_conn, link);
         if (c->tls && c->state != SY_ST_HANDSHAKE)
             sy_tls_shutdown(c->tls);
-        shutdown(c->io.fd, SHUT_WR);
+        sy_loop_shutdown_wr(w->loop, &c->io);
         discard_input(c->io.fd);
         if (c->x && c->x->up) {
-            shutdown(c->x->up->io.fd, SHUT_WR);
+            sy_loop_shutdown_wr(w->loop, &c->x->up->io);
             discard_input(c->x->up->io.fd);
         }
         conn_close(c); /* moves c to the closed list */

@@ -66,7 +66,8 @@ ssize_t sy__cread(struct sy_conn *c, char *buf, size_t len)
         return -2;
     }
     int drained = 0;
-    ssize_t n = read_edge(c->io.fd, buf, len, c->rd_hup, &drained);
+    ssize_t n = c->io._cio ? sy_loop_cio_read(c->w->loop, &c->io, buf, len, &drained)
+                           : read_edge(c->io.fd, buf, len, c->rd_hup, &drained);
     if (drained)
         c->readable = 0;
     return n;
@@ -118,6 +119,12 @@ ssize_t sy__cwritev(struct sy_conn *c, struct iovec *iov, int iovcnt)
         }
         return tls_writev(c, iov, iovcnt);
     }
+    if (c->io._cio) {
+        ssize_t n = sy_loop_cio_writev(c->w->loop, &c->io, iov, iovcnt);
+        if (n == -1)
+            c->writable = 0;
+        return n;
+    }
     for (;;) {
         ssize_t n = writev(c->io.fd, iov, iovcnt);
         if (n >= 0)
@@ -137,7 +144,8 @@ ssize_t sy__cwritev(struct sy_conn *c, struct iovec *iov, int iovcnt)
 ssize_t sy__uread(struct sy_upconn *u, char *buf, size_t len)
 {
     int drained = 0;
-    ssize_t n = read_edge(u->io.fd, buf, len, u->hup, &drained);
+    ssize_t n = u->io._cio ? sy_loop_cio_read(u->w->loop, &u->io, buf, len, &drained)
+                           : read_edge(u->io.fd, buf, len, u->hup, &drained);
     if (drained)
         u->readable = 0;
     return n;
@@ -145,6 +153,13 @@ ssize_t sy__uread(struct sy_upconn *u, char *buf, size_t len)
 
 ssize_t sy__uwrite(struct sy_upconn *u, const char *buf, size_t len)
 {
+    if (u->io._cio) {
+        struct iovec iov = {(void *)buf, len};
+        ssize_t n = sy_loop_cio_writev(u->w->loop, &u->io, &iov, 1);
+        if (n == -1)
+            u->writable = 0;
+        return n;
+    }
     for (;;) {
         ssize_t n = send(u->io.fd, buf, len, MSG_NOSIGNAL);
         if (n >= 0)

@@ -786,7 +786,7 @@ static int pump_tunnel(struct sy_exchange *x)
         if (rd == SY_RD_ERROR)
             return x->ops->abort(x);
         if (!x->up_shut) { /* EOF: half-close towards the upstream, once */
-            shutdown(u->io.fd, SHUT_WR);
+            sy_loop_shutdown_wr(x->w->loop, &u->io);
             x->up_shut = 1;
             progress = 1;
         }
@@ -849,6 +849,7 @@ int sy_exchange_pump(struct sy_exchange *x)
                                    RETRY_OTHER);
         }
         sy_upstream_mark_up(u->srv, x->wup->rt->conf);
+        sy_loop_cio_start(x->w->loop, &u->io); /* io_uring: receives and sends by completion */
         x->connecting = 0;
         u->eof = 0;
         x->t_up = now_ms(x);

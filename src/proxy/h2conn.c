@@ -1220,7 +1220,7 @@ static int end_conn(struct sy_conn *c)
     struct sy_h2conn *h = c->h2;
     if (c->tls)
         sy_tls_shutdown(c->tls);
-    shutdown(c->io.fd, SHUT_WR);
+    sy_loop_shutdown_wr(c->w->loop, &c->io);
     h->lingering = 1;
     c->t_client = now_ms(h);
     return sy_conn_linger(c);

@@ -347,8 +347,7 @@ void sy_upconn_close(struct sy_upconn *u)
         u->srv->nidle--;
     }
     sy_timer_cancel(u->w->loop, &u->timer);
-    sy_loop_del(u->w->loop, &u->io);
-    close(u->io.fd);
+    sy_loop_close(u->w->loop, &u->io);
     if (u->buf) {
         sy_worker_buf_put(u->w, u->buf);
         u->buf = NULL;
