@@ -27,6 +27,11 @@
  * its owner, and the slot is reused only after the poll's last completion
  * arrived. The freeing rule of the owners (closed objects freed at the end
  * of the iteration) is kept as well.
+ *
+ * Plain TCP sockets may switch to completion I/O (sy__cio_start): a
+ * multishot receive into the worker's provided-buffer ring and sends queued
+ * from a per-socket buffer, submitted with the same one enter per iteration
+ * (docs/internals/event-loop.md, "The completion model").
  */
 #include <errno.h>
 #include <liburing.h>
@@ -59,12 +64,13 @@ struct slot {
     unsigned listener : 1;     /* one-shot poll, re-armed while enabled */
     unsigned enabled : 1;
     unsigned used : 1;         /* not on the free list */
+    unsigned quiet : 1;        /* completion I/O: the poll is removed and not armed again */
 };
 
 _Static_assert(sizeof(struct slot) == 16, "a slot per registered socket stays 16 bytes");
 
 /* Completion I/O (see the comment above sy__cio_start). */
-#define CIO_BUFS 512           /* provided buffers per worker: 8 MiB of address space, touched as used */
+#define CIO_BUFS 256           /* provided buffers per worker: 4 MiB, touched as the ring cycles */
 #define CIO_BUF_SIZE 16384
 #define CIO_BGID 1
 #define CIO_RECV_CAP 65536     /* received bytes queued per socket before its receive is stopped */
@@ -350,7 +356,7 @@ static void handle(struct sy_uring *ur, const struct ev *e)
         sy_log_warn("loop", "io_uring poll on fd %d: %s", s->io->fd, strerror(-e->res));
         events = EPOLLERR;
     }
-    if (!s->armed)
+    if (!s->armed && !s->quiet)
         arm(ur, s); /* ended multishot, or the listener's one-shot: its next completion */
     if (s->io->_cio)
         events &= ~(uint32_t)(EPOLLIN | EPOLLOUT); /* the receive and send completions say it */
@@ -502,10 +508,9 @@ static void cio_send_buf_release(struct sy_uring *ur, struct sy_cio *c)
 
 /*
  * Completion I/O for a plain TCP socket already registered with
- * sy__uring_add(): its poll stays (it reports the hang-ups and errors), but
- * its EPOLLIN and EPOLLOUT are left to the receive and send completions. The
- * state lives apart from the owner, on the loop's list, and is freed only
- * after the socket's last request completed.
+ * sy__uring_add(): its poll is cancelled (the receive and send completions
+ * say what it said). The state lives apart from the owner, on the loop's
+ * list, and is freed only after the socket's last request completed.
  */
 int sy__cio_start(struct sy_uring *ur, struct sy_io *io)
 {
@@ -521,6 +526,14 @@ int sy__cio_start(struct sy_uring *ur, struct sy_io *io)
     ur->all = c;
     io->_cio = c;
     cio_arm_recv(ur, c);
+    /* The receive reports the end and the errors, the sends theirs: the poll would only add a
+     * completion per arrival and per acknowledgement. */
+    if (io->_slot) {
+        struct slot *sl = &ur->slots[io->_slot - 1];
+        sl->quiet = 1;
+        if (sl->armed)
+            disarm(ur, sl);
+    }
     return 0;
 }
 
