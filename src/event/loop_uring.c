@@ -74,6 +74,7 @@ _Static_assert(sizeof(struct slot) == 16, "a slot per registered socket stays 16
 #define CIO_BUF_SIZE 16384
 #define CIO_BGID 1
 #define CIO_RECV_CAP 65536     /* received bytes queued per socket before its receive is stopped */
+#define CIO_RECV_BUFS 4        /* and received buffers (small segments fill a buffer each) */
 #define CIO_SEND_CAP 65536     /* bytes accepted and not yet sent per socket */
 #define CIO_SBUF_KEEP 64       /* idle send buffers kept per worker */
 #define CIO_TAG (1ULL << 63)   /* user_data of a completion I/O request: cio address | tag | op */
@@ -85,16 +86,17 @@ struct sy_cio {
     int fd;
     int err;                   /* a failed receive or send: positive errno */
     struct sy_cio *next_flush; /* on the flush list: a send to queue at the next enter */
-    struct sy_cio *next_wait;  /* on the wait list: receive stopped for want of buffers */
     int32_t qhead, qtail;      /* received buffers, oldest first (buffer ids), -1: none */
     uint32_t qoff;             /* bytes of the oldest buffer already read */
     uint32_t queued;           /* bytes received and not read */
+    uint32_t nqueued;          /* buffers they fill */
     char *sbuf;                /* bytes to send: [0, slen), of which [0, sinflight) are in the kernel */
     uint32_t slen, sinflight;
     unsigned recv_armed : 1;   /* the multishot receive is in the kernel (or queued) */
     unsigned recv_cancel : 1;  /* and its cancellation too */
     unsigned eof : 1;
-    unsigned on_flush : 1, on_wait : 1;
+    unsigned on_flush : 1;
+    unsigned nobufs : 1;       /* the receive ended for want of buffers: read(2) until drained */
     unsigned want_write : 1;   /* a write was refused for the cap: EPOLLOUT when there is room */
     unsigned shut_wr : 1;      /* shutdown(SHUT_WR) once the bytes are sent */
     unsigned closing : 1;      /* the owner closed it: the loop closes fd when all is done */
@@ -110,8 +112,6 @@ struct sy_uring {
     int32_t *bnext;            /* per buffer: the next in its socket's queue */
     uint32_t *blen;            /* per buffer: bytes received into it */
     struct sy_cio *flush_head;
-    struct sy_cio *wait_head;
-    int returned;              /* buffers went back to the ring since the wait list was looked at */
     char *sfree[CIO_SBUF_KEEP];
     int nsfree;
     struct sy_cio *all;
@@ -412,13 +412,16 @@ static void buf_put(struct sy_uring *ur, int32_t bid)
     io_uring_buf_ring_add(ur->br, ur->bufs + (size_t)bid * CIO_BUF_SIZE, CIO_BUF_SIZE,
                           (unsigned short)bid, io_uring_buf_ring_mask(CIO_BUFS), 0);
     io_uring_buf_ring_advance(ur->br, 1);
-    ur->returned = 1;
 }
 
 static void cio_arm_recv(struct sy_uring *ur, struct sy_cio *c)
 {
     struct io_uring_sqe *sqe = get_sqe(ur);
     io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+    /* No attempt before the socket is readable: a receive picks its buffer first, so on a dry
+     * ring it would end with -ENOBUFS at once, bytes or not. Polled first, -ENOBUFS means bytes
+     * (or the end) are there. */
+    sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = CIO_BGID;
     io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)c | CIO_TAG | CIO_RECV);
@@ -440,8 +443,8 @@ static void cio_cancel_recv(struct sy_uring *ur, struct sy_cio *c)
 /* Receives again if it stopped and may go on. */
 static void cio_maybe_rearm(struct sy_uring *ur, struct sy_cio *c)
 {
-    if (!c->recv_armed && !c->on_wait && !c->closing && !c->eof && !c->err &&
-        c->queued < CIO_RECV_CAP)
+    if (!c->recv_armed && !c->nobufs && !c->closing && !c->eof && !c->err &&
+        c->queued < CIO_RECV_CAP && c->nqueued < CIO_RECV_BUFS)
         cio_arm_recv(ur, c);
 }
 
@@ -466,7 +469,7 @@ static void cio_flush_later(struct sy_uring *ur, struct sy_cio *c)
 /* The owner is gone and no request names c any more: close the socket, forget c. */
 static void cio_maybe_free(struct sy_uring *ur, struct sy_cio *c)
 {
-    if (!c->closing || c->recv_armed || c->sinflight || c->on_flush || c->on_wait)
+    if (!c->closing || c->recv_armed || c->sinflight || c->on_flush)
         return;
     close(c->fd);
     if (c->sbuf) {
@@ -492,7 +495,7 @@ static void cio_drop_queue(struct sy_uring *ur, struct sy_cio *c)
         buf_put(ur, bid);
     }
     c->qtail = -1;
-    c->qoff = c->queued = 0;
+    c->qoff = c->queued = c->nqueued = 0;
 }
 
 static void cio_send_buf_release(struct sy_uring *ur, struct sy_cio *c)
@@ -573,6 +576,32 @@ void sy__cio_shutdown_wr(struct sy_uring *ur, struct sy_io *io)
     shutdown(c->fd, SHUT_WR);
 }
 
+/*
+ * The ring had no buffer when bytes arrived (every buffer queued on sockets
+ * whose owners are not reading: clients that do not take their answers): one
+ * read(2), as under the readiness model, then the receive is armed again. If
+ * bytes are left, or arrive later, it completes at the next enter, with a
+ * buffer if one is free by then, else with -ENOBUFS again, which is a
+ * readiness event. So a connection never waits for buffers others hold, and
+ * a receive is always armed while the owner is not told to read.
+ */
+static size_t cio_read_direct(struct sy_cio *c, char *buf, size_t len)
+{
+    c->nobufs = 0;
+    for (;;) {
+        ssize_t n = recv(c->fd, buf, len, 0);
+        if (n > 0)
+            return (size_t)n;
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n == 0)
+            c->eof = 1;
+        else if (errno != EAGAIN && errno != EWOULDBLOCK)
+            c->err = errno;
+        return 0;
+    }
+}
+
 ssize_t sy__cio_read(struct sy_uring *ur, struct sy_io *io, char *buf, size_t len, int *drained)
 {
     struct sy_cio *c = io->_cio;
@@ -590,11 +619,14 @@ ssize_t sy__cio_read(struct sy_uring *ur, struct sy_io *io, char *buf, size_t le
             if (c->qhead < 0)
                 c->qtail = -1;
             c->qoff = 0;
+            c->nqueued--;
             buf_put(ur, bid);
         }
     }
+    if (got < len && c->qhead < 0 && c->nobufs && !c->recv_armed)
+        got += cio_read_direct(c, buf + got, len - got);
     cio_maybe_rearm(ur, c);
-    if (c->qhead < 0 && !c->eof && !c->err)
+    if (c->qhead < 0 && !c->nobufs && !c->eof && !c->err)
         *drained = 1;
     if (got)
         return (ssize_t)got;
@@ -654,20 +686,6 @@ static void cio_flush(struct sy_uring *ur)
         }
         c = next;
     }
-    if (ur->returned) {
-        ur->returned = 0;
-        c = ur->wait_head;
-        ur->wait_head = NULL;
-        while (c) {
-            struct sy_cio *next = c->next_wait;
-            c->on_wait = 0;
-            if (c->closing)
-                cio_maybe_free(ur, c);
-            else
-                cio_maybe_rearm(ur, c);
-            c = next;
-        }
-    }
 }
 
 static void cio_recv_done(struct sy_uring *ur, struct sy_cio *c, const struct ev *e)
@@ -688,18 +706,18 @@ static void cio_recv_done(struct sy_uring *ur, struct sy_cio *c, const struct ev
                 c->qhead = bid;
             c->qtail = bid;
             c->queued += (uint32_t)e->res;
+            c->nqueued++;
             events = EPOLLIN;
-            if (c->queued >= CIO_RECV_CAP)
+            if (c->queued >= CIO_RECV_CAP || c->nqueued >= CIO_RECV_BUFS)
                 cio_cancel_recv(ur, c); /* taken up again as it is read */
         }
     } else if (e->res == 0) {
         c->eof = 1;
         events = EPOLLIN;
     } else if (e->res == -ENOBUFS) {
-        if (!c->on_wait && !c->closing) {
-            c->on_wait = 1;
-            c->next_wait = ur->wait_head;
-            ur->wait_head = c;
+        if (!c->recv_armed) {
+            c->nobufs = 1; /* bytes are waiting: the owner reads them with read(2) */
+            events = EPOLLIN;
         }
     } else if (e->res < 0 && e->res != -ECANCELED) {
         if (!c->err)
@@ -775,7 +793,7 @@ void sy__uring_run(struct sy_loop *l)
         cio_setup(ur);
     }
     while (!l->stop) {
-        if (ur->flush_head || ur->returned)
+        if (ur->flush_head)
             cio_flush(ur);
         int timeout = sy__loop_timeout(l);
         int rc;

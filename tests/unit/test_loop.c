@@ -402,3 +402,119 @@ Test(loop, completion_io_uring)
     close(sv[1]);
     sy_loop_free(loop);
 }
+
+/*
+ * The buffer ring runs dry: 100 sockets whose owners never read hold every
+ * buffer. Another socket is still told of its bytes and reads them all: a
+ * receive that finds no buffer is a readiness event, served by read(2). Its
+ * first burst is an exact multiple of the owner's reads, so the last read
+ * does not show the socket empty: the bytes sent later must still call back.
+ */
+#define HOARDERS 100
+
+struct bprobe {
+    struct sy_io io;
+    struct sy_loop *loop;
+    size_t ngot, want;         /* reads no further than `want`, as a body's length bounds them */
+    int nin;
+};
+
+static void on_hoard(struct sy_io *io, uint32_t events)
+{
+    (void)io;
+    (void)events; /* never reads: its buffers stay queued */
+}
+
+static void on_bread(struct sy_io *io, uint32_t events)
+{
+    struct bprobe *p = (struct bprobe *)io;
+    if (!(events & EPOLLIN))
+        return;
+    p->nin++;
+    while (p->ngot < p->want) {
+        char buf[16384];
+        size_t len = p->want - p->ngot < sizeof(buf) ? p->want - p->ngot : sizeof(buf);
+        int drained = 0;
+        ssize_t n = sy_loop_cio_read(p->loop, io, buf, len, &drained);
+        if (n > 0)
+            p->ngot += (size_t)n;
+        if (n <= 0 || drained)
+            break;
+    }
+}
+
+static struct bprobe hoard[HOARDERS], breader;
+static int hoard_peer[HOARDERS];
+static int bring_skip;
+
+static void bring_begin(struct step *s)
+{
+    for (int i = 0; i < HOARDERS; i++) {
+        if (sy_loop_cio_start(hoard[i].loop, &hoard[i].io) < 0) {
+            bring_skip = 1;
+            sy_loop_stop(s->loop);
+            return;
+        }
+    }
+    cr_assert_eq(sy_loop_cio_start(breader.loop, &breader.io), 0);
+}
+
+static void bring_fill(struct step *s)
+{
+    static char chunk[65536];
+    memset(chunk, 'h', sizeof(chunk));
+    for (int i = 0; i < HOARDERS; i++)
+        cr_assert_eq(write(hoard_peer[i], chunk, sizeof(chunk)), (ssize_t)sizeof(chunk));
+}
+
+static void bring_burst(struct step *s)
+{
+    static char chunk[2 * 16384];
+    memset(chunk, 'r', sizeof(chunk));
+    cr_assert_eq(write(s->fd, chunk, sizeof(chunk)), (ssize_t)sizeof(chunk));
+}
+
+static void bring_check_burst(struct step *s)
+{
+    cr_assert_eq(breader.ngot, 2 * 16384, "read the burst while the ring is dry: %zu", breader.ngot);
+    breader.want += 5;
+    write_hello(s);
+}
+
+static void bring_end(struct step *s)
+{
+    cr_assert_eq(breader.ngot, 2 * 16384 + 5, "bytes after an exact-multiple read: %zu (nin %d)", breader.ngot, breader.nin);
+    for (int i = 0; i < HOARDERS; i++)
+        sy_loop_close(hoard[i].loop, &hoard[i].io);
+    sy_loop_close(breader.loop, &breader.io);
+    sy_loop_stop(s->loop);
+}
+
+Test(loop, completion_buffers_exhausted_io_uring)
+{
+    struct sy_loop *loop = make(SY_LOOP_URING);
+    for (int i = 0; i < HOARDERS; i++) {
+        int sv[2];
+        pair(sv);
+        hoard[i] = (struct bprobe){.io = {.fd = sv[0], .cb = on_hoard}, .loop = loop};
+        hoard_peer[i] = sv[1];
+        cr_assert_eq(sy_loop_add(loop, &hoard[i].io), 0);
+    }
+    int sv[2];
+    pair(sv);
+    breader = (struct bprobe){.io = {.fd = sv[0], .cb = on_bread}, .loop = loop, .want = 2 * 16384};
+    cr_assert_eq(sy_loop_add(loop, &breader.io), 0);
+    struct step s0, s1, s2, s3, s4;
+    at(&s0, loop, 5, bring_begin, -1);
+    at(&s1, loop, 20, bring_fill, -1);
+    at(&s2, loop, 60, bring_burst, sv[1]);
+    at(&s3, loop, 100, bring_check_burst, sv[1]);
+    at(&s4, loop, 150, bring_end, -1);
+    sy_loop_run(loop);
+    if (bring_skip)
+        cr_skip_test("no provided-buffer ring here");
+    for (int i = 0; i < HOARDERS; i++)
+        close(hoard_peer[i]);
+    close(sv[1]);
+    sy_loop_free(loop);
+}
