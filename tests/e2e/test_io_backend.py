@@ -97,3 +97,84 @@ def test_bad_key_value_names_file_and_line(switchyard_bin, tmp_path):
     p = subprocess.run([switchyard_bin, "-t", "-c", str(cfg)], capture_output=True, text=True, timeout=10)
     assert p.returncode == 1, p
     assert "%s:2:" % cfg in p.stderr and "io_backend" in p.stderr, p.stderr
+
+
+# ---- the fallback where a seccomp profile refuses io_uring ----
+#
+# Container runtimes' default profiles (containerd 2.0, Docker 25, podman's) answer io_uring_setup,
+# io_uring_enter and io_uring_register with EPERM. The same filter is installed here in the child
+# before it runs the gateway, so `auto` is tested against the refusal it meets in a cluster.
+
+_SYS_IO_URING = (425, 426, 427)  # io_uring_setup, _enter, _register (the same numbers on x86_64 and arm64)
+
+
+def _refuse_io_uring():
+    import ctypes
+    import struct
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
+    BPF_LD_W_ABS, BPF_JEQ_K, BPF_RET_K = 0x20, 0x15, 0x06
+    SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO, EPERM = 0x7FFF0000, 0x00050000, 1
+
+    def insn(code, jt, jf, k):
+        return struct.pack("HBBI", code, jt, jf, k)
+
+    prog = [insn(BPF_LD_W_ABS, 0, 0, 0)]  # seccomp_data.nr
+    for i, nr in enumerate(_SYS_IO_URING):
+        prog.append(insn(BPF_JEQ_K, len(_SYS_IO_URING) - i, 0, nr))
+    prog.append(insn(BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW))
+    prog.append(insn(BPF_RET_K, 0, 0, SECCOMP_RET_ERRNO | EPERM))
+    code = b"".join(prog)
+    buf = ctypes.create_string_buffer(code, len(code))
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    fprog = SockFprog(len(prog), ctypes.addressof(buf))
+    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "PR_SET_NO_NEW_PRIVS")
+    if libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "PR_SET_SECCOMP")
+
+
+def _backend_config(tmp_path, port, upstream_addr, key):
+    cfg = tmp_path / ("sy-%s.yaml" % key)
+    cfg.write_text("io_backend: %s\nworkers: 2\nlisten: {http: \"127.0.0.1:%d\"}\n"
+                   "upstreams: {a: {servers: [\"%s\"]}}\nsites: [{hosts: [\"*\"], upstream: a}]\n"
+                   % (key, port, upstream_addr))
+    return cfg
+
+
+def test_auto_falls_back_to_epoll_when_seccomp_refuses_io_uring(switchyard_bin, upstream, tmp_path):
+    import http.client
+
+    up = upstream("one")
+    port = free_port()
+    cfg = _backend_config(tmp_path, port, up.addr, "auto")
+    err = tmp_path / "err.log"
+    with open(err, "wb") as f:
+        p = subprocess.Popen([switchyard_bin, "-c", str(cfg)], stdout=subprocess.DEVNULL, stderr=f,
+                             env=dict(os.environ, **NO_ENV), preexec_fn=_refuse_io_uring)
+    try:
+        line = wait_for(lambda: [l for l in err.read_text().splitlines() if "serving" in l], 5, 0.05,
+                        "the start line")[0]
+        assert line.endswith(", epoll"), line
+        text = err.read_text()
+        assert "io_uring is not available here" in text and "Operation not permitted" in text, text
+        for _ in range(20):
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            c.request("GET", "/x")
+            assert c.getresponse().status == 200
+            c.close()
+    finally:
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(10) == 0
+
+
+def test_forced_io_uring_refused_by_seccomp_fails_with_the_reason(switchyard_bin, tmp_path):
+    cfg = _backend_config(tmp_path, free_port(), "127.0.0.1:1", "io_uring")
+    p = subprocess.run([switchyard_bin, "-c", str(cfg)], capture_output=True, text=True, timeout=10,
+                       env=dict(os.environ, **NO_ENV), preexec_fn=_refuse_io_uring)
+    assert p.returncode != 0, p
+    assert "io_uring" in p.stderr and "Operation not permitted" in p.stderr, p.stderr
