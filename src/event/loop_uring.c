@@ -81,26 +81,37 @@ _Static_assert(sizeof(struct slot) == 16, "a slot per registered socket stays 16
 #define CIO_RECV 1ULL
 #define CIO_SEND 2ULL
 
+/* 56 bytes per socket under completion I/O, from the loop's pool (no allocator header). */
 struct sy_cio {
     struct sy_io *io;          /* NULL once its owner closed it */
-    int fd;
-    int err;                   /* a failed receive or send: positive errno */
-    struct sy_cio *next_flush; /* on the flush list: a send to queue at the next enter */
-    int32_t qhead, qtail;      /* received buffers, oldest first (buffer ids), -1: none */
-    uint32_t qoff;             /* bytes of the oldest buffer already read */
-    uint32_t queued;           /* bytes received and not read */
-    uint32_t nqueued;          /* buffers they fill */
+    struct sy_cio *next_flush; /* on the flush list: a send to queue at the next enter; free: the pool */
     char *sbuf;                /* bytes to send: [0, slen), of which [0, sinflight) are in the kernel */
+    int fd;
+    uint32_t queued;           /* bytes received and not read */
     uint32_t slen, sinflight;
+    int16_t qhead, qtail;      /* received buffers, oldest first (buffer ids), -1: none */
+    uint16_t qoff;             /* bytes of the oldest buffer already read */
+    uint16_t nqueued;          /* buffers queued */
+    uint16_t err;              /* a failed receive or send: positive errno */
+    unsigned used : 1;         /* taken from the pool */
     unsigned recv_armed : 1;   /* the multishot receive is in the kernel (or queued) */
     unsigned recv_cancel : 1;  /* and its cancellation too */
     unsigned eof : 1;
     unsigned on_flush : 1;
-    unsigned nobufs : 1;       /* the receive ended for want of buffers: read(2) until drained */
+    unsigned nobufs : 1;       /* the receive found no buffer: one read(2), then it is armed again */
     unsigned want_write : 1;   /* a write was refused for the cap: EPOLLOUT when there is room */
     unsigned shut_wr : 1;      /* shutdown(SHUT_WR) once the bytes are sent */
     unsigned closing : 1;      /* the owner closed it: the loop closes fd when all is done */
-    struct sy_cio *prev, *next; /* every completion I/O state of the loop */
+};
+
+_Static_assert(sizeof(struct sy_cio) == 56, "completion I/O state stays 56 bytes per socket");
+_Static_assert(CIO_BUFS <= INT16_MAX && CIO_BUF_SIZE <= UINT16_MAX, "buffer ids and offsets fit");
+
+#define CIO_CHUNK 64           /* states allocated together */
+
+struct cio_chunk {
+    struct cio_chunk *next;
+    struct sy_cio c[CIO_CHUNK];
 };
 
 struct sy_uring {
@@ -114,7 +125,8 @@ struct sy_uring {
     struct sy_cio *flush_head;
     char *sfree[CIO_SBUF_KEEP];
     int nsfree;
-    struct sy_cio *all;
+    struct cio_chunk *chunks;  /* the pool of completion I/O states; freed with the loop */
+    struct sy_cio *cfree;
     struct slot *slots;
     uint32_t nslots, capslots;
     uint32_t free_head;        /* index + 1, 0: none */
@@ -253,13 +265,16 @@ void sy__uring_free(struct sy_uring *ur)
     }
     for (int i = 0; i < ur->nsfree; i++)
         sy_free(ur->sfree[i]);
-    while (ur->all) {
-        struct sy_cio *c = ur->all;
-        ur->all = c->next;
-        if (c->closing)
-            close(c->fd);
-        sy_free(c->sbuf);
-        sy_free(c);
+    while (ur->chunks) {
+        struct cio_chunk *k = ur->chunks;
+        ur->chunks = k->next;
+        for (int i = 0; i < CIO_CHUNK; i++) {
+            if (k->c[i].used && k->c[i].closing)
+                close(k->c[i].fd);
+            if (k->c[i].used)
+                sy_free(k->c[i].sbuf);
+        }
+        sy_free(k);
     }
     sy_free(ur->slots);
     sy_free(ur);
@@ -478,20 +493,16 @@ static void cio_maybe_free(struct sy_uring *ur, struct sy_cio *c)
         else
             sy_free(c->sbuf);
     }
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        ur->all = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    sy_free(c);
+    memset(c, 0, sizeof(*c));
+    c->next_flush = ur->cfree;
+    ur->cfree = c;
 }
 
 static void cio_drop_queue(struct sy_uring *ur, struct sy_cio *c)
 {
     while (c->qhead >= 0) {
         int32_t bid = c->qhead;
-        c->qhead = ur->bnext[bid];
+        c->qhead = (int16_t)ur->bnext[bid];
         buf_put(ur, bid);
     }
     c->qtail = -1;
@@ -519,14 +530,22 @@ int sy__cio_start(struct sy_uring *ur, struct sy_io *io)
 {
     if (!ur->br || io->_cio)
         return io->_cio ? 0 : -1;
-    struct sy_cio *c = sy_calloc(1, sizeof(*c));
+    if (!ur->cfree) {
+        struct cio_chunk *k = sy_calloc(1, sizeof(*k));
+        k->next = ur->chunks;
+        ur->chunks = k;
+        for (int i = CIO_CHUNK - 1; i >= 0; i--) {
+            k->c[i].next_flush = ur->cfree;
+            ur->cfree = &k->c[i];
+        }
+    }
+    struct sy_cio *c = ur->cfree;
+    ur->cfree = c->next_flush;
+    memset(c, 0, sizeof(*c));
+    c->used = 1;
     c->io = io;
     c->fd = io->fd;
     c->qhead = c->qtail = -1;
-    c->next = ur->all;
-    if (ur->all)
-        ur->all->prev = c;
-    ur->all = c;
     io->_cio = c;
     cio_arm_recv(ur, c);
     /* The receive reports the end and the errors, the sends theirs: the poll would only add a
@@ -597,7 +616,7 @@ static size_t cio_read_direct(struct sy_cio *c, char *buf, size_t len)
         if (n == 0)
             c->eof = 1;
         else if (errno != EAGAIN && errno != EWOULDBLOCK)
-            c->err = errno;
+            c->err = (uint16_t)errno;
         return 0;
     }
 }
@@ -615,7 +634,7 @@ ssize_t sy__cio_read(struct sy_uring *ur, struct sy_io *io, char *buf, size_t le
         c->qoff += (uint32_t)n;
         c->queued -= (uint32_t)n;
         if (c->qoff == ur->blen[bid]) {
-            c->qhead = ur->bnext[bid];
+            c->qhead = (int16_t)ur->bnext[bid];
             if (c->qhead < 0)
                 c->qtail = -1;
             c->qoff = 0;
@@ -703,8 +722,8 @@ static void cio_recv_done(struct sy_uring *ur, struct sy_cio *c, const struct ev
             if (c->qtail >= 0)
                 ur->bnext[c->qtail] = bid;
             else
-                c->qhead = bid;
-            c->qtail = bid;
+                c->qhead = (int16_t)bid;
+            c->qtail = (int16_t)bid;
             c->queued += (uint32_t)e->res;
             c->nqueued++;
             events = EPOLLIN;
@@ -721,7 +740,7 @@ static void cio_recv_done(struct sy_uring *ur, struct sy_cio *c, const struct ev
         }
     } else if (e->res < 0 && e->res != -ECANCELED) {
         if (!c->err)
-            c->err = -e->res;
+            c->err = (uint16_t)-e->res;
         events = EPOLLIN | EPOLLERR;
     }
     if (c->closing) {
@@ -746,7 +765,7 @@ static void cio_send_done(struct sy_uring *ur, struct sy_cio *c, const struct ev
     }
     if (e->res < 0) {
         if (!c->err)
-            c->err = -e->res;
+            c->err = (uint16_t)-e->res;
         c->slen = 0;
         events = EPOLLERR | EPOLLOUT;
     } else {
@@ -790,6 +809,9 @@ void sy__uring_run(struct sy_loop *l)
             return;
         }
         ur->enabled = 1;
+        /* The ring's descriptor registered with this thread: each enter skips the file table
+         * lookup and its reference count (atomic in a threaded process). Optional. */
+        io_uring_register_ring_fd(&ur->ring);
         cio_setup(ur);
     }
     while (!l->stop) {
