@@ -125,8 +125,76 @@ int sy_loop_listener_enable(struct sy_loop *loop, struct sy_io *io, int on)
     return epoll_ctl(loop->epfd, EPOLL_CTL_MOD, io->fd, &ev);
 }
 
+/*
+ * Takes up to max connections from the acceptor's socket with accept4(2) and
+ * hands each to the callback. Stops at EAGAIN, at an error the callback must
+ * hear of, when the callback paused the acceptor (unless `all`: the drain
+ * takes the whole queue) or closed it. Returns 1 when it stopped at max.
+ */
+int sy__accept_some(struct sy_acceptor *a, int max, int all)
+{
+    for (int i = 0; i < max; i++) {
+        if (a->io.fd < 0 || a->_off == 2 || (a->_off && !all))
+            return 0;
+        struct sockaddr_storage peer;
+        socklen_t plen = sizeof(peer);
+        int fd = accept4(a->io.fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return 0;
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            a->cb(a, -errno, NULL, 0);
+            return 0;
+        }
+        a->cb(a, fd, (const struct sockaddr *)&peer, plen);
+    }
+    return 1;
+}
+
+/* The listener is readable (level-triggered): a batch, the rest at the next wait. */
+void sy__accept_ready(struct sy_io *io, uint32_t events)
+{
+    (void)events;
+    sy__accept_some(SY_ACCEPTOR_OF(io), 64, 0);
+}
+
+int sy_loop_add_acceptor(struct sy_loop *loop, struct sy_acceptor *a)
+{
+    a->io.cb = sy__accept_ready;
+    a->_off = 0;
+    if (loop->ur)
+        return sy__uring_add_acceptor(loop->ur, a);
+    return sy_loop_add_listener(loop, &a->io);
+}
+
+int sy_loop_acceptor_enable(struct sy_loop *loop, struct sy_acceptor *a, int on)
+{
+    if (a->_off == 2)
+        return -1;
+    a->_off = !on;
+    return sy_loop_listener_enable(loop, &a->io, on);
+}
+
+void sy_loop_acceptor_close(struct sy_loop *loop, struct sy_acceptor *a)
+{
+    if (a->io.fd < 0)
+        return;
+    /* io_uring: the multishot accept is cancelled first (submitted now), so that nothing
+     * competes with the accept4 loop below and the close really closes the port. */
+    if (loop->ur)
+        sy__uring_acceptor_close(loop->ur, a);
+    else
+        epoll_ctl(loop->epfd, EPOLL_CTL_DEL, a->io.fd, NULL);
+    sy__accept_some(a, 4096, 1);
+    close(a->io.fd);
+    a->io.fd = -1;
+}
+
 void sy_loop_del(struct sy_loop *loop, struct sy_io *io)
 {
+    if (io->cb == sy__accept_ready)
+        SY_ACCEPTOR_OF(io)->_off = 2; /* an accept4 loop under way stops at once */
     if (loop->ur) {
         sy__uring_del(loop->ur, io);
         return;

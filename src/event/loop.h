@@ -18,6 +18,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 struct iovec;
@@ -83,6 +84,48 @@ int sy_loop_add_listener(struct sy_loop *loop, struct sy_io *io);
 /* Pauses or resumes a listener registered with sy_loop_add_listener. */
 int sy_loop_listener_enable(struct sy_loop *loop, struct sy_io *io, int on);
 void sy_loop_del(struct sy_loop *loop, struct sy_io *io);
+
+/*
+ * A listening socket whose connections the loop takes (accepts) for its
+ * owner. The callback gets each new connection: fd >= 0 (non-blocking,
+ * close-on-exec, now the callback's), with its address in peer when the
+ * backend had it at no cost, else peer NULL; or fd = -errno when accepting
+ * failed for a reason worth acting on (EMFILE, ENFILE, ENOBUFS, ENOMEM, ...:
+ * pause the acceptor, or it is tried again at once).
+ *
+ * epoll: the listener's level-triggered readiness and accept4(2) until
+ * EAGAIN (at most 64 per event), peer filled in. io_uring: one multishot
+ * IORING_OP_ACCEPT, no system call per connection, peer NULL (the kernel
+ * would write every peer into one buffer); on a kernel without multishot
+ * accept, the poll and accept4(2) as under epoll.
+ */
+struct sy_acceptor;
+typedef void (*sy_accept_cb)(struct sy_acceptor *a, int fd, const struct sockaddr *peer,
+                             socklen_t peerlen);
+
+struct sy_acceptor {
+    struct sy_io io;           /* io.fd: the listening socket; io.cb belongs to the loop */
+    sy_accept_cb cb;
+    int _off;                  /* 1 paused, 2 deleted: an accept4(2) loop stops */
+};
+
+/* Starts accepting on a->io.fd (listening, non-blocking). Returns 0 or -1 (errno). */
+int sy_loop_add_acceptor(struct sy_loop *loop, struct sy_acceptor *a);
+/*
+ * Pauses or resumes an acceptor. Pausing cancels the multishot accept under
+ * io_uring; connections the kernel took before the cancellation took effect
+ * still reach the callback afterwards (real descriptors: serve or close them).
+ */
+int sy_loop_acceptor_enable(struct sy_loop *loop, struct sy_acceptor *a, int on);
+/*
+ * Stops accepting and closes a->io.fd (set to -1), so the port stops taking
+ * connections at once; what the kernel already queued on it (paused or not)
+ * is accepted and handed to the callback first. Under io_uring, connections
+ * taken by the multishot accept and not yet seen reach the callback in later
+ * iterations: the acceptor must outlive them (keep it as long as the loop).
+ * sy_loop_del() on an acceptor instead closes such connections.
+ */
+void sy_loop_acceptor_close(struct sy_loop *loop, struct sy_acceptor *a);
 /*
  * sy_loop_del() and close(io->fd). Under completion I/O the loop owns the
  * descriptor from then on: it closes it once the sends already accepted are

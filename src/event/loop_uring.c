@@ -11,7 +11,8 @@
  * IORING_CQE_F_MORE: cancelled, out of memory, CQ overflow); it is armed
  * again at once, and arming reports the current readiness, so no edge is
  * lost. Listening sockets get a one-shot poll that is re-armed after each
- * completion while the listener is enabled (level-triggered, as under epoll).
+ * completion while the listener is enabled (level-triggered, as under epoll);
+ * acceptors a multishot accept instead (see accept_done()).
  *
  * The wait is one io_uring_enter per iteration: it submits what the
  * iteration queued (new polls, removals) and waits for completions until the
@@ -65,6 +66,10 @@ struct slot {
     unsigned enabled : 1;
     unsigned used : 1;         /* not on the free list */
     unsigned quiet : 1;        /* completion I/O: the poll is removed and not armed again */
+    unsigned acceptor : 1;     /* a multishot accept (or, accept_poll, a poll + accept4) */
+    unsigned accept_poll : 1;  /* no multishot accept here: the listener's poll and accept4 */
+    unsigned accepted : 1;     /* the accept request gave a connection (so it is supported) */
+    unsigned closed : 1;       /* sy_loop_acceptor_close: fds on their way still go to the owner */
 };
 
 _Static_assert(sizeof(struct slot) == 16, "a slot per registered socket stays 16 bytes");
@@ -117,6 +122,7 @@ struct cio_chunk {
 struct sy_uring {
     struct io_uring ring;
     int enabled;               /* the worker enabled the ring (R_DISABLED until then) */
+    int accept_poll;           /* a multishot accept was refused: acceptors poll and accept4 */
     /* completion I/O: the provided-buffer ring and its buffers, NULL when unavailable */
     struct io_uring_buf_ring *br;
     char *bufs;
@@ -199,7 +205,9 @@ static struct io_uring_sqe *get_sqe(struct sy_uring *ur)
 static void arm(struct sy_uring *ur, struct slot *s)
 {
     struct io_uring_sqe *sqe = get_sqe(ur);
-    if (s->listener)
+    if (s->acceptor && !s->accept_poll)
+        io_uring_prep_multishot_accept(sqe, s->io->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    else if (s->listener)
         io_uring_prep_poll_add(sqe, s->io->fd, EPOLLIN);
     else
         io_uring_prep_poll_multishot(sqe, s->io->fd, SOCK_EVENTS);
@@ -256,6 +264,15 @@ void sy__uring_free(struct sy_uring *ur)
 {
     if (!ur)
         return;
+    /* Connections an acceptor took and nobody saw: closed, not leaked. */
+    unsigned head;
+    struct io_uring_cqe *cqe;
+    io_uring_for_each_cqe(&ur->ring, head, cqe)
+    {
+        struct slot *s = (cqe->user_data & CIO_TAG) ? NULL : slot_of(ur, cqe->user_data);
+        if (s && s->acceptor && !s->accept_poll && cqe->res >= 0)
+            close(cqe->res);
+    }
     io_uring_queue_exit(&ur->ring);
     if (ur->br) {
         munmap(ur->br, CIO_BUFS * sizeof(struct io_uring_buf));
@@ -330,6 +347,44 @@ int sy__uring_listener_enable(struct sy_uring *ur, struct sy_io *io, int on)
     return 0;
 }
 
+int sy__uring_no_multishot_accept;
+
+int sy__uring_add_acceptor(struct sy_uring *ur, struct sy_acceptor *a)
+{
+    struct slot *s = slot_new(ur);
+    s->io = &a->io;
+    s->listener = 1;
+    s->acceptor = 1;
+    s->accept_poll = ur->accept_poll || sy__uring_no_multishot_accept;
+    s->enabled = 1;
+    a->io._slot = (uint32_t)(s - ur->slots) + 1;
+    arm(ur, s);
+    return 0;
+}
+
+/*
+ * The accept request is cancelled now, not at the next wait: it holds a
+ * reference to the socket, which the owner is about to close. Connections it
+ * took before (completions already posted) still reach the owner; the slot is
+ * freed by the last completion.
+ */
+void sy__uring_acceptor_close(struct sy_uring *ur, struct sy_acceptor *a)
+{
+    if (!a->io._slot)
+        return;
+    struct slot *s = &ur->slots[a->io._slot - 1];
+    a->io._slot = 0;
+    s->enabled = 0;
+    s->closed = 1;
+    if (!s->armed) {
+        slot_free(ur, s);
+        return;
+    }
+    disarm(ur, s);
+    if (ur->enabled)
+        io_uring_submit_and_get_events(&ur->ring);
+}
+
 void sy__uring_del(struct sy_uring *ur, struct sy_io *io)
 {
     if (!io->_slot)
@@ -348,6 +403,45 @@ void sy__uring_del(struct sy_uring *ur, struct sy_io *io)
         io_uring_submit_and_get_events(&ur->ring);
 }
 
+/*
+ * An acceptor's completion. A multishot accept gives one connection per
+ * completion and ends (no IORING_CQE_F_MORE) when cancelled or on an error
+ * (EMFILE...): it is armed again after the callback, only if the acceptor is
+ * still enabled, so a callback that pauses for a back-off is not flooded. A
+ * connection reaches the owner even when paused or closed meanwhile; after
+ * sy_loop_del it is closed. -EINVAL before any connection: the kernel has no
+ * multishot accept, and the acceptors fall back to the poll and accept4(2).
+ */
+static void accept_done(struct sy_uring *ur, struct slot *s, const struct ev *e)
+{
+    struct sy_acceptor *a = s->io ? SY_ACCEPTOR_OF(s->io) : NULL;
+    if (s->accept_poll) {
+        if (a && s->enabled && e->res >= 0)
+            sy__accept_some(a, 64, 0);
+    } else if (e->res >= 0) {
+        s->accepted = 1;
+        if (a)
+            a->cb(a, e->res, NULL, 0);
+        else
+            close(e->res);
+    } else if (e->res == -EINVAL && !s->accepted && !s->armed) {
+        if (!ur->accept_poll)
+            sy_log_info("loop", "io_uring: no multishot accept on this kernel; poll and accept4");
+        ur->accept_poll = 1;
+        s->accept_poll = 1;
+    } else if (a && !s->closed && e->res != -ECANCELED && e->res != -EINTR &&
+               e->res != -ECONNABORTED && e->res != -EAGAIN) {
+        a->cb(a, e->res, NULL, 0);
+    }
+    s = slot_of(ur, e->ud); /* the callback may have paused, closed or deleted it */
+    if (!s || s->armed)
+        return;
+    if (!s->io || s->closed)
+        slot_free(ur, s);
+    else if (s->enabled)
+        arm(ur, s);
+}
+
 static void handle(struct sy_uring *ur, const struct ev *e)
 {
     struct slot *s = slot_of(ur, e->ud);
@@ -355,6 +449,10 @@ static void handle(struct sy_uring *ur, const struct ev *e)
         return; /* a removal's error, or a slot already reused */
     if (!(e->flags & IORING_CQE_F_MORE))
         s->armed = 0;
+    if (s->acceptor) {
+        accept_done(ur, s, e);
+        return;
+    }
     if (!s->io) {
         if (!s->armed)
             slot_free(ur, s);

@@ -140,9 +140,17 @@ struct sy_wsnap {
 };
 
 struct sy_listener {
-    struct sy_io io;
+    struct sy_acceptor acc;
     struct sy_worker *w;
     int kind;                  /* SY_LISTEN_HTTP, SY_LISTEN_HTTPS, SY_LISTEN_ADMIN */
+    int family;                /* AF_INET or AF_INET6 */
+    int closing;               /* drain: what the kernel took is served, whatever the limit */
+};
+
+/* A connection taken while at limits.max_connections, served when a slot frees. */
+struct sy_parked {
+    int fd;
+    int kind;
 };
 
 enum { SY_LISTEN_HTTP = 0, SY_LISTEN_HTTPS, SY_LISTEN_ADMIN };
@@ -156,8 +164,11 @@ struct sy_worker {
     _Atomic(struct sy_snapshot *) mailbox;     /* new snapshot handed over by main (with a ref) */
     atomic_int draining;                       /* 1: draining, 2: listeners to close */
     int drain_started;                         /* worker thread only */
+    int listeners_closed;                      /* drain stage 2 done, drain_ack at the iteration's end */
     int accept_paused;
     struct sy_timer accept_timer;
+    struct sy_parked *parked;                  /* FIFO of connections taken beyond the limit */
+    uint32_t nparked, capparked;
     struct sy_timer tick;
     uint32_t nconns_pub;                       /* nconns as seen by main while draining */
     atomic_int drain_ack;                      /* listeners closed, nconns_pub valid */

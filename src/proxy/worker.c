@@ -209,9 +209,55 @@ static void pause_accept(struct sy_worker *w)
     w->accept_paused = 1;
     sy_counter_add(&w->metrics.accept_paused, 1);
     for (int i = 0; i < 2; i++)
-        if (w->listeners[i].io.fd >= 0)
-            sy_loop_listener_enable(w->loop, &w->listeners[i].io, 0);
+        if (w->listeners[i].acc.io.fd >= 0)
+            sy_loop_acceptor_enable(w->loop, &w->listeners[i].acc, 0);
     sy_timer_set(w->loop, &w->accept_timer, sy_loop_now(w->loop) + ACCEPT_BACKOFF_MS);
+}
+
+/*
+ * The peer of a connection the backend took without its address (io_uring's
+ * multishot accept). SO_PEERNAME, not getpeername(2): it reads the address the
+ * way accept4(2) does, so a client that sent its request and reset at once is
+ * still logged and forwarded with its address (getpeername says ENOTCONN).
+ * The option length must not exceed the family's address length.
+ */
+static void peer_of(int fd, int family, struct sockaddr_storage *ss)
+{
+    socklen_t len = family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    memset(ss, 0, sizeof(*ss));
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERNAME, ss, &len) < 0)
+        ss->ss_family = (sa_family_t)family; /* logged as the unspecified address */
+}
+
+static void serve(struct sy_worker *w, int fd, int kind, const struct sockaddr *peer, socklen_t plen)
+{
+    struct sockaddr_storage ss;
+    if (peer && plen <= sizeof(ss)) {
+        memcpy(&ss, peer, plen);
+    } else {
+        peer_of(fd, w->listeners[kind].family, &ss);
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    sy_conn_accept(w, fd, &ss, kind == SY_LISTEN_HTTPS);
+}
+
+/*
+ * Parked connections are served oldest first while there is room (all of them
+ * while the listeners close). Returns the number still parked.
+ */
+static uint32_t serve_parked(struct sy_worker *w, int all)
+{
+    uint32_t i = 0;
+    if (!w->nparked)
+        return 0;
+    while (i < w->nparked && (all || w->nconns < w->max_conns)) {
+        serve(w, w->parked[i].fd, w->parked[i].kind, NULL, 0);
+        i++;
+    }
+    memmove(w->parked, w->parked + i, (w->nparked - i) * sizeof(*w->parked));
+    w->nparked -= i;
+    return w->nparked;
 }
 
 static void resume_accept(struct sy_timer *t)
@@ -219,64 +265,56 @@ static void resume_accept(struct sy_timer *t)
     struct sy_worker *w = SY_CONTAINER_OF(t, struct sy_worker, accept_timer);
     if (!w->accept_paused || atomic_load(&w->draining))
         return;
-    if (w->nconns >= w->max_conns) {
+    if (serve_parked(w, 0) || w->nconns >= w->max_conns) {
         sy_timer_set(w->loop, t, sy_loop_now(w->loop) + ACCEPT_BACKOFF_MS);
         return;
     }
     w->accept_paused = 0;
     for (int i = 0; i < 2; i++)
-        if (w->listeners[i].io.fd >= 0)
-            sy_loop_listener_enable(w->loop, &w->listeners[i].io, 1);
+        if (w->listeners[i].acc.io.fd >= 0)
+            sy_loop_acceptor_enable(w->loop, &w->listeners[i].acc, 1);
 }
 
 /*
- * Accepts up to 64 connections. Returns 1 when the listener may hold more.
- * `last`: the listener is about to close, so the connection limit does not
- * pause it: what the kernel already accepted is served, not reset.
+ * Each connection a listener took (sy_loop_add_acceptor). At
+ * limits.max_connections the listeners pause, and the backlog waits in the
+ * kernel. A multishot accept (io_uring) may have taken more than the limit
+ * before it was cancelled: those are parked (descriptor only, not counted as
+ * active) and served first when slots free, never reset. A closing listener
+ * (drain) serves what the kernel already took, whatever the limit.
  */
-static int accept_batch(struct sy_listener *l, int last)
+static void on_accept(struct sy_acceptor *a, int fd, const struct sockaddr *peer, socklen_t plen)
 {
+    struct sy_listener *l = SY_CONTAINER_OF(a, struct sy_listener, acc);
     struct sy_worker *w = l->w;
-    for (int i = 0; i < 64; i++) {
-        if (!last && l->kind != SY_LISTEN_ADMIN && w->nconns >= w->max_conns) {
-            pause_accept(w);
-            return 0;
+    if (fd < 0) {
+        int e = -fd;
+        if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
+            sy_log_warn("worker", "accept: %s; pausing accepts for %d ms", strerror(e),
+                        ACCEPT_BACKOFF_MS);
+            if (l->kind != SY_LISTEN_ADMIN && !l->closing)
+                pause_accept(w);
+        } else {
+            sy_log_warn("worker", "accept: %s", strerror(e));
         }
-        struct sockaddr_storage peer;
-        socklen_t plen = sizeof(peer);
-        int fd = accept4(l->io.fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                return 0;
-            if (errno == EINTR || errno == ECONNABORTED)
-                continue;
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                sy_log_warn("worker", "accept: %s; pausing accepts for %d ms", strerror(errno),
-                            ACCEPT_BACKOFF_MS);
-                if (l->kind != SY_LISTEN_ADMIN && !last)
-                    pause_accept(w);
-                return 0;
-            }
-            sy_log_warn("worker", "accept: %s", strerror(errno));
-            return 0;
-        }
-        if (l->kind == SY_LISTEN_ADMIN) {
-            sy_admin_accept(w, fd);
-            continue;
-        }
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        sy_conn_accept(w, fd, &peer, l->kind == SY_LISTEN_HTTPS);
+        return;
     }
-    return 1;
-}
-
-static void on_accept(struct sy_io *io, uint32_t events)
-{
-    (void)events;
-    if (io->fd < 0)
-        return; /* closed by the drain earlier in this batch */
-    accept_batch(SY_CONTAINER_OF(io, struct sy_listener, io), 0);
+    if (l->kind == SY_LISTEN_ADMIN) {
+        sy_admin_accept(w, fd);
+        return;
+    }
+    if (!l->closing && (w->nparked || w->nconns >= w->max_conns)) {
+        if (w->nparked == w->capparked) {
+            w->capparked = w->capparked ? w->capparked * 2 : 64;
+            w->parked = sy_realloc(w->parked, w->capparked * sizeof(*w->parked));
+        }
+        w->parked[w->nparked++] = (struct sy_parked){fd, l->kind};
+        pause_accept(w);
+        return;
+    }
+    serve(w, fd, l->kind, peer, plen);
+    if (!l->closing && w->nconns >= w->max_conns)
+        pause_accept(w);
 }
 
 /*
@@ -315,10 +353,11 @@ int sy_worker_open_listeners(struct sy_worker *w, const struct sy_config *cfg, c
     const struct sy_listen_addr *addrs[3] = {&cfg->listen_http, &cfg->listen_https,
                                              &cfg->listen_admin};
     for (int i = 0; i < 3; i++) {
-        w->listeners[i].io.fd = -1;
+        w->listeners[i].acc.io.fd = -1;
+        w->listeners[i].acc.cb = on_accept;
         w->listeners[i].w = w;
         w->listeners[i].kind = i;
-        w->listeners[i].io.cb = on_accept;
+        w->listeners[i].family = addrs[i]->ss.ss_family;
         if (!addrs[i]->set)
             continue;
         if (i == SY_LISTEN_ADMIN && w->id != 0)
@@ -326,7 +365,7 @@ int sy_worker_open_listeners(struct sy_worker *w, const struct sy_config *cfg, c
         int fd = open_listener(addrs[i], i != SY_LISTEN_ADMIN, err);
         if (fd < 0)
             return -1;
-        w->listeners[i].io.fd = fd;
+        w->listeners[i].acc.io.fd = fd;
     }
     return 0;
 }
@@ -351,17 +390,12 @@ static void on_wake(struct sy_loop *loop, void *arg)
     if (stage >= 2 && !atomic_load(&w->drain_ack)) {
         for (int i = 0; i < 2; i++) {
             struct sy_listener *l = &w->listeners[i];
-            if (l->io.fd < 0)
-                continue;
-            for (int k = 0; k < 64 && accept_batch(l, 1); k++)
-                ;
-            sy_loop_del(loop, &l->io);
-            close(l->io.fd);
-            l->io.fd = -1;
+            l->closing = 1;
+            sy_loop_acceptor_close(loop, &l->acc);
         }
+        serve_parked(w, 1);
         sy_timer_cancel(loop, &w->accept_timer);
-        __atomic_store_n(&w->nconns_pub, w->nconns, __ATOMIC_RELAXED);
-        atomic_store(&w->drain_ack, 1);
+        w->listeners_closed = 1; /* acknowledged at the end of the iteration (on_idle) */
     }
 }
 
@@ -376,6 +410,10 @@ static void on_idle(struct sy_loop *loop, void *arg)
         sy_accesslog_flush(w);
     if (atomic_load(&w->draining)) {
         __atomic_store_n(&w->nconns_pub, w->nconns, __ATOMIC_RELAXED);
+        /* After the batch in which the listeners closed: connections an io_uring accept took
+         * just before are counted now (they came as completions later in that batch). */
+        if (w->listeners_closed && !atomic_load(&w->drain_ack))
+            atomic_store(&w->drain_ack, 1);
         if (atomic_load(&sy_proc.draining) > 1) {
             /* The drain time is over: what is still open ends now, with a FIN. */
             sy_conn_close_all(w);
@@ -469,7 +507,7 @@ int sy_worker_start(struct sy_worker *w, struct sy_snapshot *s)
     sy_loop_set_wake(w->loop, on_wake, w);
     sy_loop_set_idle(w->loop, on_idle, w);
     for (int i = 0; i < 3; i++)
-        if (w->listeners[i].io.fd >= 0 && sy_loop_add_listener(w->loop, &w->listeners[i].io) < 0)
+        if (w->listeners[i].acc.io.fd >= 0 && sy_loop_add_acceptor(w->loop, &w->listeners[i].acc) < 0)
             return -1;
     return pthread_create(&w->thread, NULL, worker_main, w) == 0 ? 0 : -1;
 }

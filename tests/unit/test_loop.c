@@ -1,11 +1,14 @@
 /*
  * test_loop.c: the event loop's contract, on both backends: edge-triggered
  * readiness, no event after sy_loop_del (even when the descriptor number is
- * reused at once), listeners paused and resumed, timers in deadline order
+ * reused at once), listeners paused and resumed, acceptors, timers in deadline order
  * and the cross-thread wake-up. Each test runs once per backend; the io_uring
  * ones are skipped where io_uring is refused.
  */
 #include <criterion/criterion.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <string.h>
@@ -15,6 +18,7 @@
 #include <unistd.h>
 
 #include "event/loop.h"
+#include "event/loop_int.h"
 
 struct probe {
     struct sy_io io;
@@ -216,6 +220,210 @@ static void pause_resume(enum sy_loop_backend b)
 
 Test(loop, listener_pause_resume_epoll) { pause_resume(SY_LOOP_EPOLL); }
 Test(loop, listener_pause_resume_io_uring) { pause_resume(SY_LOOP_URING); }
+
+/*
+ * Acceptors (sy_loop_add_acceptor), on epoll, on io_uring's multishot accept
+ * and on io_uring's fallback (poll and accept4, as on kernels without
+ * multishot accept). Accepted descriptors are counted in /proc/self/fd: none
+ * may leak, whatever happens to the acceptor.
+ */
+enum acc_mode { ACC_EPOLL = 0, ACC_URING, ACC_URING_POLL };
+
+struct acc {
+    struct sy_acceptor a;
+    struct sy_loop *loop;
+    struct sockaddr_in addr;
+    int n, npeer, nerr;
+    int clients[16], nclients;
+    int del_at_first;          /* sy_loop_del (and close) at the first connection */
+};
+
+static struct acc *the_acc;
+
+static int count_fds(void)
+{
+    int n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    cr_assert_not_null(d);
+    while (readdir(d))
+        n++;
+    closedir(d);
+    return n;
+}
+
+static void on_conn(struct sy_acceptor *a, int fd, const struct sockaddr *peer, socklen_t plen)
+{
+    struct acc *x = (struct acc *)a;
+    if (fd < 0) {
+        x->nerr++;
+        return;
+    }
+    x->n++;
+    if (peer) {
+        cr_assert_eq(peer->sa_family, AF_INET);
+        cr_assert_eq(plen, sizeof(struct sockaddr_in));
+        x->npeer++;
+    }
+    cr_assert(fcntl(fd, F_GETFL) & O_NONBLOCK);
+    cr_assert(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+    close(fd);
+    if (x->del_at_first && x->n == 1) {
+        sy_loop_del(x->loop, &a->io);
+        close(a->io.fd);
+        a->io.fd = -1;
+    }
+}
+
+static struct sy_loop *acc_setup(enum acc_mode m, struct acc *x)
+{
+    struct sy_loop *loop = make(m == ACC_EPOLL ? SY_LOOP_EPOLL : SY_LOOP_URING);
+    sy__uring_no_multishot_accept = m == ACC_URING_POLL;
+    memset(x, 0, sizeof(*x));
+    x->loop = loop;
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    x->addr = (struct sockaddr_in){.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof(x->addr);
+    cr_assert_eq(bind(lfd, (struct sockaddr *)&x->addr, sizeof(x->addr)), 0);
+    cr_assert_eq(listen(lfd, 64), 0);
+    cr_assert_eq(getsockname(lfd, (struct sockaddr *)&x->addr, &alen), 0);
+    x->a.io.fd = lfd;
+    x->a.cb = on_conn;
+    cr_assert_eq(sy_loop_add_acceptor(loop, &x->a), 0);
+    the_acc = x;
+    return loop;
+}
+
+static void connect_n(struct acc *x, int n)
+{
+    for (int i = 0; i < n; i++) {
+        int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        cr_assert_eq(connect(c, (struct sockaddr *)&x->addr, sizeof(x->addr)), 0);
+        x->clients[x->nclients++] = c;
+    }
+}
+
+static void acc_teardown(struct acc *x, struct sy_loop *loop)
+{
+    for (int i = 0; i < x->nclients; i++)
+        close(x->clients[i]);
+    if (x->a.io.fd >= 0) {
+        sy_loop_del(loop, &x->a.io);
+        close(x->a.io.fd);
+    }
+    sy_loop_free(loop);
+    sy__uring_no_multishot_accept = 0;
+}
+
+static void connect3(struct step *s) { connect_n(the_acc, 3); }
+static void connect2(struct step *s) { connect_n(the_acc, 2); }
+
+static void check3_pause(struct step *s)
+{
+    cr_assert_eq(the_acc->n, 3);
+    cr_assert_eq(sy_loop_acceptor_enable(s->loop, &the_acc->a, 0), 0);
+}
+
+static void check3_resume(struct step *s)
+{
+    cr_assert_eq(the_acc->n, 3, "nothing accepted while paused");
+    cr_assert_eq(sy_loop_acceptor_enable(s->loop, &the_acc->a, 1), 0);
+}
+
+/* Connections accepted, none while paused, the waiting ones once resumed. */
+static void acceptor_pause_resume(enum acc_mode m)
+{
+    int base = count_fds();
+    struct acc x;
+    struct sy_loop *loop = acc_setup(m, &x);
+    struct step s[6];
+    at(&s[0], loop, 10, connect3, -1);
+    at(&s[1], loop, 50, check3_pause, -1);
+    at(&s[2], loop, 70, connect2, -1);
+    at(&s[3], loop, 110, check3_resume, -1);
+    at(&s[4], loop, 150, connect3, -1);
+    at(&s[5], loop, 200, stop, -1);
+    sy_loop_run(loop);
+    cr_assert_eq(x.n, 8);
+    cr_assert_eq(x.nerr, 0);
+    cr_assert_eq(x.npeer, m == ACC_URING ? 0 : 8, "the peer when accept4 gave it");
+    acc_teardown(&x, loop);
+    cr_assert_eq(count_fds(), base, "no descriptor leaked");
+}
+
+Test(loop, acceptor_pause_resume_epoll) { acceptor_pause_resume(ACC_EPOLL); }
+Test(loop, acceptor_pause_resume_io_uring) { acceptor_pause_resume(ACC_URING); }
+Test(loop, acceptor_pause_resume_io_uring_poll) { acceptor_pause_resume(ACC_URING_POLL); }
+
+static void pause_connect(struct step *s)
+{
+    cr_assert_eq(sy_loop_acceptor_enable(s->loop, &the_acc->a, 0), 0);
+    connect_n(the_acc, 4);
+}
+
+static void close_acceptor(struct step *s)
+{
+    sy_loop_acceptor_close(s->loop, &the_acc->a);
+    cr_assert_eq(the_acc->a.io.fd, -1);
+    /* the port is closed: a new connection is refused */
+    int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_neq(connect(c, (struct sockaddr *)&the_acc->addr, sizeof(the_acc->addr)), 0);
+    close(c);
+}
+
+/* Closing an acceptor, paused or not, hands over every connection the kernel queued. */
+static void acceptor_close(enum acc_mode m, int paused)
+{
+    int base = count_fds();
+    struct acc x;
+    struct sy_loop *loop = acc_setup(m, &x);
+    struct step s[3];
+    at(&s[0], loop, 10, paused ? pause_connect : connect3, -1);
+    at(&s[1], loop, paused ? 40 : 10, close_acceptor, -1); /* same iteration when not paused */
+    at(&s[2], loop, 100, stop, -1);
+    sy_loop_run(loop);
+    cr_assert_eq(x.n, paused ? 4 : 3);
+    acc_teardown(&x, loop);
+    cr_assert_eq(count_fds(), base, "no descriptor leaked");
+}
+
+Test(loop, acceptor_close_epoll) { acceptor_close(ACC_EPOLL, 0); }
+Test(loop, acceptor_close_io_uring) { acceptor_close(ACC_URING, 0); }
+Test(loop, acceptor_close_io_uring_poll) { acceptor_close(ACC_URING_POLL, 0); }
+Test(loop, acceptor_close_paused_epoll) { acceptor_close(ACC_EPOLL, 1); }
+Test(loop, acceptor_close_paused_io_uring) { acceptor_close(ACC_URING, 1); }
+Test(loop, acceptor_close_paused_io_uring_poll) { acceptor_close(ACC_URING_POLL, 1); }
+
+static void connect6(struct step *s) { connect_n(the_acc, 6); }
+
+/*
+ * Deleted at its first connection while more are pending (under io_uring the
+ * multishot accept took them all in one go): no further callback, and the
+ * connections taken and not handed over are closed by the loop.
+ */
+static void acceptor_del_pending(enum acc_mode m)
+{
+    int base = count_fds();
+    struct acc x;
+    struct sy_loop *loop = acc_setup(m, &x);
+    x.del_at_first = 1;
+    struct step s[2];
+    at(&s[0], loop, 10, connect6, -1);
+    at(&s[1], loop, 80, stop, -1);
+    sy_loop_run(loop);
+    cr_assert_eq(x.n, 1);
+    for (int i = 0; i < x.nclients; i++) {
+        char c;
+        struct pollfd pfd = {.fd = x.clients[i], .events = POLLIN};
+        cr_assert_eq(poll(&pfd, 1, 1000), 1, "client %d: its connection ended", i);
+        cr_assert_leq(read(x.clients[i], &c, 1), 0);
+    }
+    acc_teardown(&x, loop);
+    cr_assert_eq(count_fds(), base, "no descriptor leaked");
+}
+
+Test(loop, acceptor_del_pending_epoll) { acceptor_del_pending(ACC_EPOLL); }
+Test(loop, acceptor_del_pending_io_uring) { acceptor_del_pending(ACC_URING); }
+Test(loop, acceptor_del_pending_io_uring_poll) { acceptor_del_pending(ACC_URING_POLL); }
 
 /* Timers fire in deadline order, a moved one at its new time; a cancelled one never. */
 static void timers(enum sy_loop_backend b)
