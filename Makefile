@@ -80,7 +80,7 @@ asan:
 	$(MAKE) BUILD=build-asan CFLAGS="$(SAN_FLAGS)" LIBS="$(LIBS) -fsanitize=address,undefined" all $(UNIT_BINS:$(BUILD)/%=build-asan/%)
 
 check-asan: asan
-	$(MAKE) BUILD=build-asan CFLAGS="$(SAN_FLAGS)" LIBS="$(LIBS) -fsanitize=address,undefined" unit e2e
+	$(MAKE) BUILD=build-asan CFLAGS="$(SAN_FLAGS)" LIBS="$(LIBS) -fsanitize=address,undefined" unit e2e e2e-uring
 
 # Banned functions (see docs/internals/principles.md).
 checksrc:
