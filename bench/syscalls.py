@@ -2,9 +2,12 @@
 """System calls and CPU per request of Switchyard on each event loop backend.
 
     bench/syscalls.py [--seconds 5] [--binary build/switchyard] [--backends epoll,io_uring]
+                      [--proto http|https|h2]
 
-One upstream (nginx, as in bench/run.sh), one Switchyard per backend (2 workers, HTTP
-only), wrk -t1 -c64 keep-alive through it. During the load `perf stat` counts the
+One upstream (nginx, as in bench/run.sh), one Switchyard per backend (2 workers, one
+listener), wrk -t1 -c64 keep-alive through it: over plain HTTP (the default), over HTTPS
+(--proto https, an ECDSA P-256 certificate made with openssl, TLS 1.3), or h2load -c64 -m1
+over HTTP/2 on TLS (--proto h2). During the load `perf stat` counts the
 proxy's system calls (the raw_syscalls:sys_enter tracepoint: every entry into the
 kernel, whatever the call) and its io_uring_enter and epoll_wait calls; the proxy's
 user and kernel CPU come from /proc/<pid>/stat. Figures are per request. The load
@@ -51,41 +54,64 @@ def cpu_of(pid):
     return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
-def wrk(port, seconds, cpu):
-    argv = ["wrk", "-t1", "-c64", "-d%ds" % seconds, "-H", "X-Postfacto-Version: 4.1.0",
-            "http://127.0.0.1:%d/" % port]
+def wrk(port, seconds, cpu, proto):
+    if proto == "h2":
+        argv = ["h2load", "-c64", "-m1", "-D%d" % seconds, "-H", "X-Postfacto-Version: 4.1.0",
+                "https://127.0.0.1:%d/" % port]
+    else:
+        argv = ["wrk", "-t1", "-c64", "-d%ds" % seconds, "-H", "X-Postfacto-Version: 4.1.0",
+                "%s://127.0.0.1:%d/" % (proto, port)]
     if cpu:
         argv = ["taskset", "-c", cpu] + argv
     out = subprocess.run(argv, stdout=subprocess.PIPE, check=True).stdout.decode()
-    m = re.search(r"(\d+) requests in", out)
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if proto == "h2":
+        m = re.search(r"requests: \d+ total, \d+ started, (\d+) done", out)
+        rps = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
+    else:
+        m = re.search(r"(\d+) requests in", out)
+        rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     return int(m.group(1)), float(rps.group(1))
 
 
-def measure(binary, backend, upstream_port, seconds, cpu, tmp):
+def make_cert(tmp):
+    crt, key = os.path.join(tmp, "bench.crt"), os.path.join(tmp, "bench.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1", "-addext",
+                    "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", crt],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    return crt, key
+
+
+def measure(binary, backend, upstream_port, seconds, cpu, tmp, proto):
     port = free_port()
     cfg = os.path.join(tmp, "switchyard-%s.yaml" % backend)
+    if proto == "http":
+        listen = 'listen: {http: "127.0.0.1:%d"}\n' % port
+    else:
+        crt, key = make_cert(tmp)
+        listen = ('listen: {https: "127.0.0.1:%d"}\ntls: {certificates: [{cert: "%s", key: "%s"}]}\n'
+                  % (port, crt, key))
     with open(cfg, "w") as f:
-        f.write('workers: 2\nlisten: {http: "127.0.0.1:%d"}\nlog: {access: false, level: warn}\n'
+        f.write('workers: 2\n%slog: {access: false, level: warn}\n'
                 'upstreams:\n  a: {servers: ["127.0.0.1:%d"], keepalive: 128}\n'
                 'sites:\n  - hosts: ["*"]\n    version: {header: X-Postfacto-Version, '
-                'routes: {"4.1.0": a}, default: "4.1.0"}\n' % (port, upstream_port))
+                'routes: {"4.1.0": a}, default: "4.1.0"}\n' % (listen, upstream_port))
     p = subprocess.Popen([binary, "--io-backend=" + backend, "-c", cfg], stdout=subprocess.DEVNULL,
                          stderr=open(os.path.join(tmp, "switchyard-%s.log" % backend), "w"))
     try:
         if not wait_port(port):
             raise RuntimeError("switchyard (%s) did not start" % backend)
-        wrk(port, 1, cpu)  # warm-up: upstream connections pooled, buffers mapped
+        wrk(port, 1, cpu, proto)  # warm-up: upstream connections pooled, buffers mapped
         # 1. CPU without a tracer attached.
         u0, s0 = cpu_of(p.pid)
-        n, rps = wrk(port, seconds, cpu)
+        n, rps = wrk(port, seconds, cpu, proto)
         u1, s1 = cpu_of(p.pid)
         # 2. System calls, counted by the kernel's tracepoints during a second run.
         events = "raw_syscalls:sys_enter,syscalls:sys_enter_io_uring_enter,syscalls:sys_enter_epoll_wait"
         perf = subprocess.Popen(["perf", "stat", "-x,", "-e", events, "-p", str(p.pid), "--",
                                  "sleep", str(seconds + 1)], stderr=subprocess.PIPE)
         time.sleep(0.3)
-        n2, _ = wrk(port, seconds, cpu)
+        n2, _ = wrk(port, seconds, cpu, proto)
         counts = {}
         for line in perf.communicate()[1].decode().splitlines():
             f = line.split(",")
@@ -111,9 +137,10 @@ def main():
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--binary", default=os.path.join(BENCH, "..", "build", "switchyard"))
     ap.add_argument("--backends", default="epoll,io_uring")
+    ap.add_argument("--proto", choices=("http", "https", "h2"), default="http")
     args = ap.parse_args()
     cpu = os.environ.get("BENCH_CLIENT_CPU", "1") if (os.cpu_count() or 1) > 1 else ""
-    for tool in ("nginx", "wrk", "perf"):
+    for tool in ("nginx", "h2load" if args.proto == "h2" else "wrk", "perf"):
         if not shutil.which(tool) and not os.path.exists("/usr/sbin/" + tool):
             sys.exit("syscalls.py: %s is needed" % tool)
     tmp = tempfile.mkdtemp(prefix="sy-syscalls-")
@@ -135,7 +162,7 @@ def main():
                                                       "syscalls", "io_uring_enter", "epoll_wait"))
         print("%-10s %10s %10s %10s %10s %15s %11s" % ("", "", "/req", "/req", "/req", "/req", "/req"))
         for b in args.backends.split(","):
-            r = measure(os.path.abspath(args.binary), b, up_port, args.seconds, cpu, tmp)
+            r = measure(os.path.abspath(args.binary), b, up_port, args.seconds, cpu, tmp, args.proto)
             print("%-10s %10.0f %10.2f %10.2f %10.2f %15.3f %11.3f" % (
                 b, r["rps"], r["user_us"], r["kernel_us"], r["syscalls"], r["io_uring_enter"],
                 r["epoll_wait"]), flush=True)

@@ -137,7 +137,8 @@ void sy_loop_close(struct sy_loop *loop, struct sy_io *io);
 void sy_loop_shutdown_wr(struct sy_loop *loop, struct sy_io *io);
 
 /*
- * Completion I/O (io_uring backend; plain TCP sockets). Receives are one
+ * Completion I/O (io_uring backend; TCP sockets, TLS ones through a callback
+ * BIO: sy_tls_conn_new_io). Receives are one
  * multishot IORING_OP_RECV into the worker's provided-buffer ring, sends are
  * copied into a per-socket buffer and queued, all submitted with the loop's
  * one io_uring_enter per iteration. The callback is called as for a poll

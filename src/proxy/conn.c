@@ -670,20 +670,21 @@ void sy_conn_accept(struct sy_worker *w, int fd, const struct sockaddr_storage *
     set_peer(c, peer);
     c->https = https;
     c->state = SY_ST_HEAD;
+    if ((https && !c->ws->snap->tls) || sy_loop_add(w->loop, &c->io) < 0) {
+        conn_close(c);
+        return;
+    }
+    /* io_uring: receives and sends by completion, TLS records included; sends are refused
+     * only beyond a cap */
+    if (sy_loop_cio_start(w->loop, &c->io) == 0)
+        c->writable = 1;
     if (https) {
-        if (!c->ws->snap->tls || !(c->tls = sy_tls_conn_new(c->ws->snap->tls, fd))) {
+        if (!(c->tls = sy__tls_conn_new(c, c->ws->snap->tls))) {
             conn_close(c);
             return;
         }
         c->state = SY_ST_HANDSHAKE;
     }
-    if (sy_loop_add(w->loop, &c->io) < 0) {
-        conn_close(c);
-        return;
-    }
-    /* io_uring: receives and sends by completion; sends are refused only beyond a cap */
-    if (!https && sy_loop_cio_start(w->loop, &c->io) == 0)
-        c->writable = 1;
     sy_timer_arm(w->loop, &c->timer, deadline(c));
 }
 

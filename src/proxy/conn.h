@@ -14,6 +14,7 @@
 #include "proxy/proxy.h"
 #include "route/route.h"
 
+struct sy_tls;
 struct sy_tls_conn;
 struct sy_h2conn;
 
@@ -79,6 +80,12 @@ struct sy_conn {
  * (the readiness flag dropped), -2 error.
  */
 ssize_t sy__cread(struct sy_conn *c, char *buf, size_t len);
+/*
+ * The TLS side of a client connection registered with the loop: on its
+ * completion I/O when it runs on it (io._cio), else on the socket. NULL when
+ * OpenSSL cannot allocate.
+ */
+struct sy_tls_conn *sy__tls_conn_new(struct sy_conn *c, struct sy_tls *t);
 ssize_t sy__cwritev(struct sy_conn *c, struct iovec *iov, int iovcnt);
 ssize_t sy__uread(struct sy_upconn *u, char *buf, size_t len);
 ssize_t sy__uwrite(struct sy_upconn *u, const char *buf, size_t len);

@@ -73,6 +73,32 @@ ssize_t sy__cread(struct sy_conn *c, char *buf, size_t len)
     return n;
 }
 
+/*
+ * TLS under completion I/O: OpenSSL reads its records out of the socket's
+ * receive queue and writes them into its send buffer through these (see
+ * sy_tls_conn_new_io), so a TLS connection costs no read(2) or write(2)
+ * either. "Full" (-1) is the send cap: the loop calls back with EPOLLOUT.
+ */
+static ssize_t tls_cio_read(void *arg, char *buf, size_t len, int *drained)
+{
+    struct sy_conn *c = arg;
+    return sy_loop_cio_read(c->w->loop, &c->io, buf, len, drained);
+}
+
+static ssize_t tls_cio_write(void *arg, const char *buf, size_t len)
+{
+    struct sy_conn *c = arg;
+    struct iovec iov = {(void *)buf, len};
+    return sy_loop_cio_writev(c->w->loop, &c->io, &iov, 1);
+}
+
+static const struct sy_tls_io_ops tls_cio_ops = {tls_cio_read, tls_cio_write};
+
+struct sy_tls_conn *sy__tls_conn_new(struct sy_conn *c, struct sy_tls *t)
+{
+    return c->io._cio ? sy_tls_conn_new_io(t, &tls_cio_ops, c) : sy_tls_conn_new(t, c->io.fd);
+}
+
 static ssize_t tls_writev(struct sy_conn *c, struct iovec *iov, int iovcnt)
 {
     ssize_t total = 0;
@@ -102,7 +128,8 @@ static ssize_t tls_writev(struct sy_conn *c, struct iovec *iov, int iovcnt)
 ssize_t sy__cwritev(struct sy_conn *c, struct iovec *iov, int iovcnt)
 {
     if (c->tls) {
-        /* Several small pieces go out as one TLS record (one write(2)): copy them together.
+        /* Several small pieces go out as one TLS record (one write(2) or one copy into the
+         * completion I/O send buffer): copy them together.
          * After a WANT_* the caller retries with the same bytes, which is what OpenSSL needs. */
         size_t sum = 0;
         for (int i = 0; i < iovcnt; i++)

@@ -4,6 +4,7 @@
 #include "tls/tls_int.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -36,8 +37,11 @@
 struct sy_tls_conn {
     SSL *ssl;
     struct sy_tls *tls;
+    const struct sy_tls_io_ops *ops; /* NULL: a socket BIO on the fd */
+    void *arg;
     int fatal;                 /* an error happened: no close_notify, no more I/O */
-    int rd_short;              /* the socket's last read(2) got less than asked: it was empty */
+    int rd_short;              /* the last read emptied the socket (or the caller's queue) */
+    int rd_eof;                /* ops->read said the stream ended (BIO_CTRL_EOF) */
 };
 
 /* Handshake failure reasons, in metrics order. */
@@ -299,6 +303,117 @@ struct sy_tls_conn *sy_tls_conn_new(struct sy_tls *t, int fd)
     BIO_set_callback_ex(rbio, watch_reads);
     c->ssl = ssl;
     c->tls = t;
+    sy_tls_ref(t);
+    return c;
+}
+
+/*
+ * The BIO of sy_tls_conn_new_io: a source/sink whose reads and writes are the
+ * caller's callbacks. OpenSSL's record layer reads its records straight out
+ * of the caller's receive queue (under completion I/O, the provided buffers
+ * the kernel filled) and writes them straight into the caller's send buffer:
+ * one copy each way, as with read(2)/write(2), where a pair of memory BIOs
+ * would add a second. Its flags mean what the socket BIO's mean, so
+ * SSL_get_error() gives WANT_READ on "nothing yet", WANT_WRITE on "full",
+ * SSL_ERROR_SYSCALL on an error (classified "closed", as a reset socket is),
+ * and an end of stream is the socket's EOF (BIO_CTRL_EOF: SY_TLS_CLOSED).
+ */
+static int io_bio_read(BIO *b, char *buf, size_t len, size_t *readbytes)
+{
+    struct sy_tls_conn *c = BIO_get_data(b);
+    int drained = 0;
+    BIO_clear_retry_flags(b);
+    *readbytes = 0;
+    ssize_t n = c->ops->read(c->arg, buf, len, &drained);
+    c->rd_short = n <= 0 || drained;
+    if (n > 0) {
+        *readbytes = (size_t)n;
+        return 1;
+    }
+    if (n == -1) {
+        BIO_set_retry_read(b);
+    } else if (n == 0) {
+        c->rd_eof = 1;
+    } else {
+        ERR_raise_data(ERR_LIB_SYS, errno, "reading from the connection");
+    }
+    return 0;
+}
+
+static int io_bio_write(BIO *b, const char *buf, size_t len, size_t *written)
+{
+    struct sy_tls_conn *c = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    *written = 0;
+    if (len == 0)
+        return 1;
+    ssize_t n = c->ops->write(c->arg, buf, len);
+    if (n > 0) {
+        *written = (size_t)n;
+        return 1;
+    }
+    if (n == -1)
+        BIO_set_retry_write(b);
+    else
+        ERR_raise_data(ERR_LIB_SYS, errno, "writing to the connection");
+    return 0;
+}
+
+static long io_bio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    (void)num;
+    (void)ptr;
+    const struct sy_tls_conn *c = BIO_get_data(b);
+    switch (cmd) {
+    case BIO_CTRL_FLUSH:
+        return 1; /* the bytes written are the caller's to send */
+    case BIO_CTRL_EOF:
+        return c && c->rd_eof;
+    case BIO_CTRL_PUSH:
+    case BIO_CTRL_POP:
+        return 0; /* a buffering BIO put in front of it for the handshake: nothing to do */
+    default:
+        return 0; /* no pending bytes, no kTLS, no close flag: the caller owns the socket */
+    }
+}
+
+static BIO_METHOD *io_method;
+static pthread_once_t io_method_once = PTHREAD_ONCE_INIT;
+
+/* Made once per process, by whichever worker needs it first; kept until exit. */
+static void io_method_make(void)
+{
+    BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "switchyard io");
+    if (!m)
+        return;
+    if (BIO_meth_set_read_ex(m, io_bio_read) != 1 || BIO_meth_set_write_ex(m, io_bio_write) != 1 ||
+        BIO_meth_set_ctrl(m, io_bio_ctrl) != 1) {
+        BIO_meth_free(m);
+        return;
+    }
+    io_method = m;
+}
+
+struct sy_tls_conn *sy_tls_conn_new_io(struct sy_tls *t, const struct sy_tls_io_ops *ops,
+                                       void *arg)
+{
+    pthread_once(&io_method_once, io_method_make);
+    SSL *ssl = io_method ? SSL_new(t->ctx) : NULL;
+    BIO *bio = ssl ? BIO_new(io_method) : NULL;
+    if (!bio) {
+        SSL_free(ssl);
+        ERR_clear_error();
+        return NULL;
+    }
+    struct sy_tls_conn *c = sy_calloc(1, sizeof(*c));
+    c->ssl = ssl;
+    c->tls = t;
+    c->ops = ops;
+    c->arg = arg;
+    BIO_set_data(bio, c);
+    BIO_set_init(bio, 1);
+    SSL_set_bio(ssl, bio, bio); /* one reference, for both directions */
+    SSL_set_accept_state(ssl);
     sy_tls_ref(t);
     return c;
 }

@@ -17,7 +17,8 @@
  *   replicas.
  * - Counters are process-wide relaxed atomics.
  *
- * The caller must ignore SIGPIPE (OpenSSL writes with write(2)).
+ * The caller must ignore SIGPIPE (OpenSSL writes with write(2) on a socket
+ * connection; sy_tls_conn_new_io connections write through their callbacks).
  * See docs/internals/tls.md.
  */
 #ifndef SY_TLS_TLS_H
@@ -74,6 +75,32 @@ size_t sy_tls_cert_count(const struct sy_tls *t);
  */
 struct sy_tls_conn *sy_tls_conn_new(struct sy_tls *t, int fd);
 
+/*
+ * Ciphertext I/O supplied by the caller, for a connection whose bytes do not
+ * go through read(2)/write(2) on a socket (the event loop's completion I/O).
+ * Both are called from inside OpenSSL, on the connection's thread, with the
+ * `arg` given to sy_tls_conn_new_io.
+ * - read copies received bytes: >0 bytes, 0 the end of the stream, -1
+ *   nothing yet (the caller is told when bytes arrive), -2 error (errno
+ *   set). It sets *drained when nothing is left to read after it, so
+ *   sy_tls_drained() can spare the caller a read that would only say -1.
+ * - write takes bytes to send: >0 bytes taken (possibly fewer than len), -1
+ *   none now (the caller is told when there is room), -2 error (errno set).
+ */
+struct sy_tls_io_ops {
+    ssize_t (*read)(void *arg, char *buf, size_t len, int *drained);
+    ssize_t (*write)(void *arg, const char *buf, size_t len);
+};
+
+/*
+ * The same as sy_tls_conn_new on bytes moved by ops instead of a socket:
+ * OpenSSL's record layer reads from ops->read and writes into ops->write
+ * directly, with no memory BIO and no second copy. ops must outlive the
+ * connection. Returns NULL when OpenSSL cannot allocate.
+ */
+struct sy_tls_conn *sy_tls_conn_new_io(struct sy_tls *t, const struct sy_tls_io_ops *ops,
+                                       void *arg);
+
 /* Frees the SSL object and drops the reference; does not close the fd. */
 void sy_tls_conn_free(struct sy_tls_conn *c);
 
@@ -107,7 +134,8 @@ size_t sy_tls_pending(const struct sy_tls_conn *c);
 /*
  * After a read: 1 when another sy_tls_read() could only return WANT_READ,
  * because nothing is buffered inside TLS (not even part of a record) and the
- * socket's last read(2) emptied it. Bytes that arrive later raise a new
+ * socket's last read(2) emptied it (sy_tls_conn_new_io: the last read
+ * callback set *drained). Bytes that arrive later raise a new
  * edge-triggered event, so the caller may wait for it instead of reading.
  */
 int sy_tls_drained(const struct sy_tls_conn *c);

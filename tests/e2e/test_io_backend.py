@@ -1,6 +1,6 @@
 """The event loop backend: the io_backend key, --io-backend and SWITCHYARD_IO_BACKEND, which one
-wins, what the start line says, and that requests are served on each (the whole suite also runs
-once per backend: make e2e, make e2e-uring)."""
+wins, what the start line says, that requests are served on each (the whole suite also runs
+once per backend: make e2e, make e2e-uring), and that TLS runs on io_uring's completion I/O."""
 
 import os
 import signal
@@ -9,7 +9,10 @@ import time
 
 import pytest
 
-from helpers import free_port, make_config, wait_for
+from certs import TestCA
+from h2util import H2Client
+from helpers import build_request, free_port, make_config, wait_for
+from tlsutil import TlsClient, client_ctx, tls_config
 
 NO_ENV = {"SWITCHYARD_IO_BACKEND": ""}  # an empty variable counts as unset
 
@@ -101,9 +104,10 @@ def test_bad_key_value_names_file_and_line(switchyard_bin, tmp_path):
 
 # ---- the fallback where a seccomp profile refuses io_uring ----
 #
-# Container runtimes' default profiles (containerd 2.0, Docker 25, podman's) answer io_uring_setup,
-# io_uring_enter and io_uring_register with EPERM. The same filter is installed here in the child
-# before it runs the gateway, so `auto` is tested against the refusal it meets in a cluster.
+# Container runtimes' default profiles (containerd 2.0, Docker 25, podman's) refuse io_uring_setup,
+# io_uring_enter and io_uring_register (EPERM, or ENOSYS in podman's). The same filter is installed
+# here in the child before it runs the gateway, so `auto` is tested against the refusal it meets in
+# a cluster; the image test meets podman's own profile (tests/acme/test_shipped_journey.py).
 
 _SYS_IO_URING = (425, 426, 427)  # io_uring_setup, _enter, _register (the same numbers on x86_64 and arm64)
 
@@ -178,3 +182,50 @@ def test_forced_io_uring_refused_by_seccomp_fails_with_the_reason(switchyard_bin
                        env=dict(os.environ, **NO_ENV), preexec_fn=_refuse_io_uring)
     assert p.returncode != 0, p
     assert "io_uring" in p.stderr and "Operation not permitted" in p.stderr, p.stderr
+
+
+def read_write_calls(pid):
+    """read(2)-family and write(2)-family system calls the process made so far (all threads):
+    /proc/PID/io counts read, readv, pread, write, writev... (OpenSSL's socket BIO uses read(2)
+    and write(2)); io_uring's receives and sends are not counted."""
+    with open("/proc/%d/io" % pid) as f:
+        fields = dict(line.split(": ") for line in f.read().splitlines())
+    return int(fields["syscr"]) + int(fields["syscw"])
+
+
+def test_tls_runs_on_completion_io(gateway, upstream, switchyard_bin, tmp_path):
+    """Under io_uring, HTTPS and HTTP/2 over TLS move their records through the ring (a callback
+    BIO over the completion I/O queues): keep-alive requests on a TLS connection make no read(2)
+    nor write(2), where the readiness model made one of each per request."""
+    ok, why = uring_allowed(switchyard_bin, tmp_path)
+    if not ok:
+        pytest.skip("io_uring refused here: " + why.strip())
+    ca = TestCA(tmp_path / "pki")
+    leaf = ca.issue("a", ["a.test"], key="ec")
+    up = upstream("one")
+    https = free_port()
+    cfg = tls_config(free_port(), https, free_port(), {"one": [up.addr]},
+                     [{"hosts": ["*"], "upstream": "one"}], [leaf], workers=1,
+                     log={"access": False, "level": "warn"}, extra={"io_backend": "io_uring"})
+    gw = gateway(cfg, env=NO_ENV)
+    n = 100
+
+    c = TlsClient(https, "a.test", client_ctx(ca.cert))
+    c.send(build_request("GET", "/warm", "a.test"))
+    assert c.read_response().status == 200
+    before = read_write_calls(gw.pid)
+    for i in range(n):
+        c.send(build_request("GET", "/k%d" % i, "a.test"))
+        assert c.read_response().status == 200
+    h1 = read_write_calls(gw.pid) - before
+    c.close()
+
+    h = H2Client(https, ca=ca.cert)
+    assert h.get("/warm").status == 200
+    before = read_write_calls(gw.pid)
+    for i in range(n):
+        assert h.get("/s%d" % i).status == 200
+    h2 = read_write_calls(gw.pid) - before
+    h.close()
+    assert h1 < n // 10 and h2 < n // 10, \
+        "read/write calls for %d requests: %d (HTTP/1.1), %d (h2)" % (n, h1, h2)

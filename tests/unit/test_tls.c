@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -189,11 +190,75 @@ static SSL_CTX *client_ctx(void)
     return c;
 }
 
+/*
+ * The ciphertext of a sy_tls_conn_new_io connection, moved over the server
+ * end of the socket pair the way the event loop's completion I/O moves it:
+ * reads say "drained" when nothing is left after them, writes take at most
+ * wcap bytes a call (0: "full"), and either can be made to fail.
+ */
+struct pipe_io {
+    int fd;
+    size_t wcap;
+    int fail_read, fail_write; /* errno to fail with, 0: none */
+    int reads, writes;         /* calls */
+};
+
+static ssize_t pipe_read(void *arg, char *buf, size_t len, int *drained)
+{
+    struct pipe_io *p = arg;
+    p->reads++;
+    if (p->fail_read) {
+        errno = p->fail_read;
+        return -2;
+    }
+    ssize_t n = recv(p->fd, buf, len, MSG_DONTWAIT);
+    if (n < 0 && errno == EAGAIN) {
+        *drained = 1;
+        return -1;
+    }
+    int left = 0;
+    if (n > 0 && ioctl(p->fd, FIONREAD, &left) == 0 && left == 0)
+        *drained = 1;
+    return n < 0 ? -2 : n;
+}
+
+static ssize_t pipe_write(void *arg, const char *buf, size_t len)
+{
+    struct pipe_io *p = arg;
+    p->writes++;
+    if (p->fail_write) {
+        errno = p->fail_write;
+        return -2;
+    }
+    if (!p->wcap)
+        return -1;
+    ssize_t n = send(p->fd, buf, len < p->wcap ? len : p->wcap, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n < 0)
+        return errno == EAGAIN ? -1 : -2;
+    return n;
+}
+
+static const struct sy_tls_io_ops pipe_ops = {pipe_read, pipe_write};
+
+/* 1: links and raw handshakes use sy_tls_conn_new_io (each test runs in its own process). */
+static int via_io;
+
+static struct sy_tls_conn *server_conn(struct sy_tls *t, int fd, struct pipe_io *p)
+{
+    if (!via_io)
+        return sy_tls_conn_new(t, fd);
+    memset(p, 0, sizeof(*p));
+    p->fd = fd;
+    p->wcap = 1000; /* a record is taken in several pieces */
+    return sy_tls_conn_new_io(t, &pipe_ops, p);
+}
+
 struct link {
     int fd[2];
     SSL *cli;
     struct sy_tls_conn *srv;
     int server_rc;
+    struct pipe_io pio;        /* via_io */
 };
 
 static void link_open(struct link *l, struct sy_tls *t, SSL_CTX *cctx, const char *sni,
@@ -209,7 +274,7 @@ static void link_open(struct link *l, struct sy_tls *t, SSL_CTX *cctx, const cha
         SSL_set_tlsext_host_name(l->cli, sni);
     if (sess)
         SSL_set_session(l->cli, sess);
-    l->srv = sy_tls_conn_new(t, l->fd[1]);
+    l->srv = server_conn(t, l->fd[1], &l->pio);
     cr_assert_not_null(l->srv);
 }
 
@@ -565,7 +630,7 @@ static struct sy_tls *open_a(struct link *l, SSL_CTX **c)
     return t;
 }
 
-Test(tls, data_both_ways_and_close_notify)
+static void data_both_ways_and_close_notify(void)
 {
     struct link l;
     SSL_CTX *c;
@@ -624,7 +689,18 @@ Test(tls, data_both_ways_and_close_notify)
     sy_tls_unref(t);
 }
 
-Test(tls, eof_is_closed)
+Test(tls, data_both_ways_and_close_notify)
+{
+    data_both_ways_and_close_notify();
+}
+
+Test(tls, data_both_ways_and_close_notify_io)
+{
+    via_io = 1;
+    data_both_ways_and_close_notify();
+}
+
+static void eof_is_closed(void)
 {
     struct link l;
     SSL_CTX *c;
@@ -639,6 +715,17 @@ Test(tls, eof_is_closed)
     sy_tls_unref(t);
 }
 
+Test(tls, eof_is_closed)
+{
+    eof_is_closed();
+}
+
+Test(tls, eof_is_closed_io)
+{
+    via_io = 1;
+    eof_is_closed();
+}
+
 static int raw_handshake(struct sy_tls *t, const char *bytes, size_t len, int close_after)
 {
     int fd[2];
@@ -647,7 +734,8 @@ static int raw_handshake(struct sy_tls *t, const char *bytes, size_t len, int cl
     cr_assert_eq(write(fd[0], bytes, len), (ssize_t)len);
     if (close_after)
         close(fd[0]);
-    struct sy_tls_conn *s = sy_tls_conn_new(t, fd[1]);
+    struct pipe_io pio;
+    struct sy_tls_conn *s = server_conn(t, fd[1], &pio);
     int rc = sy_tls_handshake(s);
     sy_tls_conn_free(s);
     if (!close_after)
@@ -656,7 +744,7 @@ static int raw_handshake(struct sy_tls *t, const char *bytes, size_t len, int cl
     return rc;
 }
 
-Test(tls, failures_are_counted_by_reason)
+static void failures_are_counted_by_reason(void)
 {
     certs[0] = pair("a", 1, "a.example.org", "DNS:a.example.org", 1, 10);
     use_certs(1);
@@ -675,6 +763,17 @@ Test(tls, failures_are_counted_by_reason)
     cr_assert_not_null(strstr(m, "switchyard_tls_handshakes_total 0\n"), "%s", m);
     sy_free(m);
     sy_tls_unref(t);
+}
+
+Test(tls, failures_are_counted_by_reason)
+{
+    failures_are_counted_by_reason();
+}
+
+Test(tls, failures_are_counted_by_reason_io)
+{
+    via_io = 1;
+    failures_are_counted_by_reason();
 }
 
 Test(tls, metrics_list_certificate_expiry)
@@ -1085,7 +1184,7 @@ Test(tls, watcher_polls_when_there_are_no_events, .timeout = 30)
 }
 
 /* "Drained" is only said when nothing is left: every byte sent is read before it. */
-Test(tls, drained_only_when_nothing_is_left)
+static void drained_only_when_nothing_is_left(void)
 {
     struct link l;
     SSL_CTX *c;
@@ -1114,6 +1213,77 @@ Test(tls, drained_only_when_nothing_is_left)
     cr_assert_eq(sy_tls_read(l.srv, got, sizeof(got), &io), -1);
     cr_assert_eq(io, SY_TLS_WANT_READ);
     link_close(&l);
+    SSL_CTX_free(c);
+    sy_tls_unref(t);
+}
+
+Test(tls, drained_only_when_nothing_is_left)
+{
+    drained_only_when_nothing_is_left();
+}
+
+Test(tls, drained_only_when_nothing_is_left_io)
+{
+    via_io = 1;
+    drained_only_when_nothing_is_left();
+}
+
+/*
+ * The callback BIO's retry and error paths: a write refused for the cap
+ * stops the handshake with WANT_WRITE and it resumes once there is room;
+ * the flight goes out in as many pieces as the callback takes; a read that
+ * fails (a reset mid-handshake) or a write that fails is a fatal error,
+ * counted as "closed" as for a socket.
+ */
+Test(tls, io_callbacks_retry_and_fail)
+{
+    via_io = 1;
+    certs[0] = pair("a", 1, "a.example.org", "DNS:a.example.org", 1, 10);
+    use_certs(1);
+    struct sy_tls *t = tls_ok();
+    SSL_CTX *c = client_ctx();
+
+    struct link l;
+    link_open(&l, t, c, "a.example.org", NULL);
+    l.pio.wcap = 0;
+    cr_assert_eq(SSL_do_handshake(l.cli), -1); /* the ClientHello */
+    cr_assert_eq(sy_tls_handshake(l.srv), SY_TLS_WANT_WRITE);
+    cr_assert_eq(sy_tls_handshake(l.srv), SY_TLS_WANT_WRITE);
+    l.pio.wcap = 100;
+    int writes = l.pio.writes;
+    cr_assert(link_handshake(&l));
+    cr_assert_gt(l.pio.writes - writes, 5, "the flight went out in 100-byte pieces");
+    int io;
+    char buf[64];
+    size_t n;
+    cr_assert_eq(SSL_write_ex(l.cli, "ping", 4, &n), 1);
+    cr_assert_eq(sy_tls_read(l.srv, buf, sizeof(buf), &io), 4);
+    cr_assert(sy_tls_drained(l.srv));
+    l.pio.wcap = 0;
+    cr_assert_eq(sy_tls_write(l.srv, "pong", 4, &io), -1);
+    cr_assert_eq(io, SY_TLS_WANT_WRITE);
+    l.pio.wcap = 3;
+    cr_assert_eq(sy_tls_write(l.srv, "pong", 4, &io), 4, "the same bytes again, taken in pieces");
+    for (int i = 0; i < 100 && SSL_read_ex(l.cli, buf, sizeof(buf), &n) != 1; i++)
+        n = 0;
+    cr_assert_eq(n, 4);
+    cr_assert_eq(memcmp(buf, "pong", 4), 0);
+    l.pio.fail_write = EPIPE;
+    cr_assert_eq(sy_tls_write(l.srv, "pong", 4, &io), -1);
+    cr_assert_eq(io, SY_TLS_ERROR);
+    cr_assert_eq(sy_tls_shutdown(l.srv), SY_TLS_DONE, "no close_notify after a fatal error");
+    link_close(&l);
+
+    link_open(&l, t, c, "a.example.org", NULL);
+    cr_assert_eq(SSL_do_handshake(l.cli), -1);
+    l.pio.fail_read = ECONNRESET;
+    cr_assert_eq(sy_tls_handshake(l.srv), SY_TLS_ERROR);
+    link_close(&l);
+    char *m = metrics(t);
+    cr_assert_not_null(strstr(m, "{reason=\"closed\"} 1\n"), "%s", m);
+    cr_assert_not_null(strstr(m, "{reason=\"other\"} 0\n"), "%s", m);
+    cr_assert_not_null(strstr(m, "switchyard_tls_handshakes_total 1\n"), "%s", m);
+    sy_free(m);
     SSL_CTX_free(c);
     sy_tls_unref(t);
 }
