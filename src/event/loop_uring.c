@@ -75,13 +75,15 @@ struct slot {
 _Static_assert(sizeof(struct slot) == 16, "a slot per registered socket stays 16 bytes");
 
 /* Completion I/O (see the comment above sy__cio_start). */
-#define CIO_BUFS 256           /* provided buffers per worker: 4 MiB, touched as the ring cycles */
+#define CIO_BUFS 256           /* provided buffers per worker at most: 4 MiB of address space */
+#define CIO_BUFS_GROW 32       /* put in the ring at first, and added each time it runs low */
+#define CIO_BUFS_LOW 8         /* free buffers below which the ring grows */
 #define CIO_BUF_SIZE 16384
 #define CIO_BGID 1
 #define CIO_RECV_CAP 65536     /* received bytes queued per socket before its receive is stopped */
 #define CIO_RECV_BUFS 4        /* and received buffers (small segments fill a buffer each) */
 #define CIO_SEND_CAP 65536     /* bytes accepted and not yet sent per socket */
-#define CIO_SBUF_KEEP 64       /* idle send buffers kept per worker */
+#define CIO_SBUF_KEEP 16       /* idle send buffers kept per worker */
 #define CIO_TAG (1ULL << 63)   /* user_data of a completion I/O request: cio address | tag | op */
 #define CIO_RECV 1ULL
 #define CIO_SEND 2ULL
@@ -129,6 +131,8 @@ struct sy_uring {
     int32_t *bnext;            /* per buffer: the next in its socket's queue */
     uint32_t *blen;            /* per buffer: bytes received into it */
     struct sy_cio *flush_head;
+    int nbufs;                 /* buffers put in the ring so far (ids 0..nbufs-1) */
+    int nfree;                 /* of which in the ring, as far as the completions seen tell */
     char *sfree[CIO_SBUF_KEEP];
     int nsfree;
     struct cio_chunk *chunks;  /* the pool of completion I/O states; freed with the loop */
@@ -480,6 +484,26 @@ static void handle(struct sy_uring *ur, const struct ev *e)
 /* ---- completion I/O ---- */
 
 /*
+ * Puts the next CIO_BUFS_GROW buffers of the mapping in the ring. The ring
+ * hands its buffers out in turn, so every buffer in it becomes resident as
+ * it cycles: it starts small and grows only when it runs low (many sockets
+ * receiving at once, or owners not reading), up to CIO_BUFS. A worker serving
+ * small requests keeps 512 KiB resident, not 4 MiB.
+ */
+static void cio_grow(struct sy_uring *ur)
+{
+    int n = CIO_BUFS - ur->nbufs < CIO_BUFS_GROW ? CIO_BUFS - ur->nbufs : CIO_BUFS_GROW;
+    for (int i = 0; i < n; i++) {
+        int bid = ur->nbufs + i;
+        io_uring_buf_ring_add(ur->br, ur->bufs + (size_t)bid * CIO_BUF_SIZE, CIO_BUF_SIZE,
+                              (unsigned short)bid, io_uring_buf_ring_mask(CIO_BUFS), i);
+    }
+    io_uring_buf_ring_advance(ur->br, n);
+    ur->nbufs += n;
+    ur->nfree += n;
+}
+
+/*
  * The provided-buffer ring, registered by the worker once its ring is
  * enabled (a registration names the submitter). Without it (an older
  * kernel) sockets keep the readiness model.
@@ -514,10 +538,7 @@ static void cio_setup(struct sy_uring *ur)
     ur->bnext = sy_calloc(CIO_BUFS, sizeof(*ur->bnext));
     ur->blen = sy_calloc(CIO_BUFS, sizeof(*ur->blen));
     io_uring_buf_ring_init(ur->br);
-    for (int i = 0; i < CIO_BUFS; i++)
-        io_uring_buf_ring_add(ur->br, ur->bufs + (size_t)i * CIO_BUF_SIZE, CIO_BUF_SIZE,
-                              (unsigned short)i, io_uring_buf_ring_mask(CIO_BUFS), i);
-    io_uring_buf_ring_advance(ur->br, CIO_BUFS);
+    cio_grow(ur);
 }
 
 static void buf_put(struct sy_uring *ur, int32_t bid)
@@ -525,6 +546,7 @@ static void buf_put(struct sy_uring *ur, int32_t bid)
     io_uring_buf_ring_add(ur->br, ur->bufs + (size_t)bid * CIO_BUF_SIZE, CIO_BUF_SIZE,
                           (unsigned short)bid, io_uring_buf_ring_mask(CIO_BUFS), 0);
     io_uring_buf_ring_advance(ur->br, 1);
+    ur->nfree++;
 }
 
 static void cio_arm_recv(struct sy_uring *ur, struct sy_cio *c)
@@ -812,6 +834,8 @@ static void cio_recv_done(struct sy_uring *ur, struct sy_cio *c, const struct ev
         c->recv_armed = 0;
     if (e->res > 0 && (e->flags & IORING_CQE_F_BUFFER)) {
         int32_t bid = (int32_t)(e->flags >> IORING_CQE_BUFFER_SHIFT);
+        if (--ur->nfree < CIO_BUFS_LOW && ur->nbufs < CIO_BUFS)
+            cio_grow(ur);
         if (c->closing) {
             buf_put(ur, bid);
         } else {
@@ -832,6 +856,8 @@ static void cio_recv_done(struct sy_uring *ur, struct sy_cio *c, const struct ev
         c->eof = 1;
         events = EPOLLIN;
     } else if (e->res == -ENOBUFS) {
+        if (ur->nbufs < CIO_BUFS)
+            cio_grow(ur); /* for the next receives; these bytes are read with read(2) */
         if (!c->recv_armed) {
             c->nobufs = 1; /* bytes are waiting: the owner reads them with read(2) */
             events = EPOLLIN;
