@@ -46,13 +46,14 @@ unit-bins: $(UNIT_BINS)
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t --jobs 1; done
 
-# The black-box suite also runs the sanitizer build once under load (test_83_soak.py).
+# The black-box suite on epoll, the fallback wherever io_uring is refused. It also runs the
+# sanitizer build once under load (test_83_soak.py).
 e2e: $(BUILD)/switchyard
 	@$(MAKE) --no-print-directory asan-bin
 	SWITCHYARD_IO_BACKEND=epoll SWITCHYARD_BIN=$(abspath $(BUILD)/switchyard) $(PYTEST) -q tests/e2e $(E2E_ARGS)
 
-# The same suite with every event loop on io_uring (`e2e` runs the default, epoll). Fails
-# where io_uring is refused (seccomp, io_uring_disabled): that is a machine the CI cannot use.
+# The same suite with every event loop on io_uring, what the default (auto) takes where it is
+# allowed. Fails where io_uring is refused (seccomp, io_uring_disabled): a machine the CI cannot use.
 e2e-uring: $(BUILD)/switchyard
 	@$(MAKE) --no-print-directory asan-bin
 	SWITCHYARD_IO_BACKEND=io_uring SWITCHYARD_BIN=$(abspath $(BUILD)/switchyard) $(PYTEST) -q tests/e2e $(E2E_ARGS)

@@ -33,7 +33,7 @@ static const char usage[] =
     "       switchyard --help         this text\n"
     "Options: --io-backend=epoll|io_uring|auto\n"
     "                                 the event loops' system interface; overrides the\n"
-    "                                 io_backend key (default epoll) and the\n"
+    "                                 io_backend key (default auto) and the\n"
     "                                 SWITCHYARD_IO_BACKEND environment variable. auto:\n"
     "                                 io_uring when the kernel and the sandbox allow it,\n"
     "                                 else epoll (logged); io_uring: fail if refused\n"

@@ -1287,8 +1287,8 @@ static int load_tls(struct ctx *c, yaml_node_t *n)
 static void set_defaults(struct sy_config *cfg)
 {
     cfg->workers = 0;
-    /* Not auto: the io_uring backend does not beat epoll yet (docs/internals/event-loop.md). */
-    cfg->io_backend = SY_LOOP_EPOLL;
+    /* io_uring where the kernel and the sandbox allow it (bench/README.md, "Event loop backends"). */
+    cfg->io_backend = SY_LOOP_AUTO;
     cfg->limits.max_connections = 10000;
     cfg->limits.max_request_head = 16384;
     cfg->limits.max_headers = 100;

@@ -146,7 +146,7 @@ struct sy_host_index {
 struct sy_config {
     char *file;
     uint32_t workers;          /* 0 = one per CPU */
-    int io_backend;            /* enum sy_loop_backend (event/loop.h); default epoll */
+    int io_backend;            /* enum sy_loop_backend (event/loop.h); default auto */
     struct sy_listen_addr listen_http, listen_https, listen_admin;
     struct {
         uint32_t max_connections;   /* default 10000 */

@@ -126,12 +126,36 @@ def websocket(port, ca, cookie=None):
     return asyncio.run(_ws(port, ca, cookie))
 
 
+def podman_allows_io_uring():
+    """Whether podman's default seccomp profile (which refuses every call it does not name)
+    names io_uring_setup among the allowed calls."""
+    info = json.loads(subprocess.run(["podman", "info", "--format", "json"], capture_output=True,
+                                     text=True, check=True).stdout)
+    path = info["host"]["security"].get("seccompProfilePath") or "/usr/share/containers/seccomp.json"
+    with open(path) as f:
+        prof = json.load(f)
+    return any("io_uring_setup" in r.get("names", []) and r.get("action") == "SCMP_ACT_ALLOW"
+               for r in prof.get("syscalls", []))
+
+
 def test_a_user_journey_through_the_shipped_configuration(deployment):
     d = deployment
     curl, pebble, ports = d["curl"], d["pebble"], d["ports"]
     a, b = d["replica"](0), d["replica"](1)
     a.wait_ready()
     b.wait_ready()
+
+    # 0. The shipped configuration leaves io_backend to auto: in the image, under the runtime's
+    # default seccomp profile, the gateway takes what the profile allows and says why.
+    if IMAGE:
+        text = a.log_path.read_text()
+        start = [l for l in text.splitlines() if " serving " in l]
+        assert start, text[-3000:]
+        if podman_allows_io_uring():
+            assert start[0].endswith(", io_uring"), start[0]
+        else:
+            assert start[0].endswith(", epoll"), start[0]
+            assert "io_uring is not available here" in text, text[-3000:]
 
     # 1. http:// is redirected to https:// on the public port: no port in the URL.
     for _ in range(4):     # round-robin: both replicas answer
