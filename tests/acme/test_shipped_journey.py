@@ -149,7 +149,7 @@ def test_a_user_journey_through_the_shipped_configuration(deployment):
     # default seccomp profile, the gateway takes what the profile allows and says why.
     if IMAGE:
         text = a.log_path.read_text()
-        start = [l for l in text.splitlines() if " serving " in l]
+        start = [l for l in text.splitlines() if "main: switchyard " in l and " serving " in l]
         assert start, text[-3000:]
         if podman_allows_io_uring():
             assert start[0].endswith(", io_uring"), start[0]
