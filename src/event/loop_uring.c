@@ -36,6 +36,7 @@
  */
 #include <errno.h>
 #include <liburing.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -84,6 +85,7 @@ _Static_assert(sizeof(struct slot) == 16, "a slot per registered socket stays 16
 #define CIO_RECV_BUFS 4        /* and received buffers (small segments fill a buffer each) */
 #define CIO_SEND_CAP 65536     /* bytes accepted and not yet sent per socket */
 #define CIO_SBUF_KEEP 16       /* idle send buffers kept per worker */
+#define CIO_TRIM_MS 1000       /* quiet time after which the buffers' pages go back to the system */
 #define CIO_TAG (1ULL << 63)   /* user_data of a completion I/O request: cio address | tag | op */
 #define CIO_RECV 1ULL
 #define CIO_SEND 2ULL
@@ -133,6 +135,9 @@ struct sy_uring {
     struct sy_cio *flush_head;
     int nbufs;                 /* buffers put in the ring so far (ids 0..nbufs-1) */
     int nfree;                 /* of which in the ring, as far as the completions seen tell */
+    int filled;                /* a buffer received bytes in this iteration */
+    int dirty;                 /* buffers received bytes since the last trim */
+    uint64_t last_fill;        /* loop time of the last iteration that filled one */
     char *sfree[CIO_SBUF_KEEP];
     int nsfree;
     struct cio_chunk *chunks;  /* the pool of completion I/O states; freed with the loop */
@@ -827,6 +832,27 @@ static void cio_flush(struct sy_uring *ur)
     }
 }
 
+/*
+ * A second of quiet after receiving: the pages of the buffers go back to the
+ * system (MADV_DONTNEED: they read as zeros when next touched), and so do the
+ * idle send buffers, so a worker holding only idle connections holds no I/O
+ * memory, whatever burst came before. Only when no buffer is queued on a
+ * socket and no completion is waiting: under DEFER_TASKRUN the kernel fills
+ * buffers only inside this thread's io_uring_enter, so none is being written.
+ */
+static void cio_trim(struct sy_uring *ur, uint64_t now)
+{
+    if (ur->nfree != ur->nbufs || io_uring_cq_ready(&ur->ring)) {
+        ur->last_fill = now; /* some are held (an owner not reading): look again later */
+        return;
+    }
+    madvise(ur->bufs, (size_t)ur->nbufs * CIO_BUF_SIZE, MADV_DONTNEED);
+    while (ur->nsfree)
+        sy_free(ur->sfree[--ur->nsfree]);
+    malloc_trim(0);
+    ur->dirty = 0;
+}
+
 static void cio_recv_done(struct sy_uring *ur, struct sy_cio *c, const struct ev *e)
 {
     uint32_t events = 0;
@@ -834,6 +860,7 @@ static void cio_recv_done(struct sy_uring *ur, struct sy_cio *c, const struct ev
         c->recv_armed = 0;
     if (e->res > 0 && (e->flags & IORING_CQE_F_BUFFER)) {
         int32_t bid = (int32_t)(e->flags >> IORING_CQE_BUFFER_SHIFT);
+        ur->filled = 1;
         if (--ur->nfree < CIO_BUFS_LOW && ur->nbufs < CIO_BUFS)
             cio_grow(ur);
         if (c->closing) {
@@ -942,6 +969,20 @@ void sy__uring_run(struct sy_loop *l)
         if (ur->flush_head)
             cio_flush(ur);
         int timeout = sy__loop_timeout(l);
+        if (ur->filled) {
+            ur->filled = 0;
+            ur->dirty = 1;
+            ur->last_fill = l->now;
+        }
+        if (ur->dirty) {
+            if (l->now - ur->last_fill >= CIO_TRIM_MS) {
+                cio_trim(ur, l->now);
+            } else {
+                int left = (int)(ur->last_fill + CIO_TRIM_MS - l->now);
+                if (timeout < 0 || timeout > left)
+                    timeout = left;
+            }
+        }
         int rc;
         if (timeout == 0) {
             rc = io_uring_submit_and_get_events(&ur->ring);
