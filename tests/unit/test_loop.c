@@ -656,24 +656,57 @@ static struct bprobe hoard[HOARDERS], breader;
 static int hoard_peer[HOARDERS];
 static int bring_skip;
 
+/* Completion I/O on n probes, in the loop's thread; 0, or -1 (no buffer ring: the loop is stopped). */
+static int start_bprobes(struct step *s, struct bprobe *p, int n)
+{
+    for (int i = 0; i < n; i++) {
+        if (sy_loop_cio_start(p[i].loop, &p[i].io) < 0) {
+            sy_loop_stop(s->loop);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static void bring_begin(struct step *s)
 {
-    for (int i = 0; i < HOARDERS; i++) {
-        if (sy_loop_cio_start(hoard[i].loop, &hoard[i].io) < 0) {
-            bring_skip = 1;
-            sy_loop_stop(s->loop);
-            return;
-        }
+    if (start_bprobes(s, hoard, HOARDERS) < 0) {
+        bring_skip = 1;
+        return;
     }
     cr_assert_eq(sy_loop_cio_start(breader.loop, &breader.io), 0);
 }
 
-static void bring_fill(struct step *s)
+/* n probes on n socket pairs, registered with loop; the other ends in peers. */
+static void add_bprobes(struct sy_loop *loop, struct bprobe *p, int *peers, int n, sy_io_cb cb, size_t want)
+{
+    for (int i = 0; i < n; i++) {
+        int sv[2];
+        pair(sv);
+        p[i] = (struct bprobe){.io = {.fd = sv[0], .cb = cb}, .loop = loop, .want = want};
+        peers[i] = sv[1];
+        cr_assert_eq(sy_loop_add(loop, &p[i].io), 0);
+    }
+}
+
+static void close_bprobes(struct bprobe *p, int n)
+{
+    for (int i = 0; i < n; i++)
+        sy_loop_close(p[i].loop, &p[i].io);
+}
+
+/* 64 KiB to each peer socket. */
+static void send_64k(const int *peers, int n)
 {
     static char chunk[65536];
-    memset(chunk, 'h', sizeof(chunk));
-    for (int i = 0; i < HOARDERS; i++)
-        cr_assert_eq(write(hoard_peer[i], chunk, sizeof(chunk)), (ssize_t)sizeof(chunk));
+    memset(chunk, 'x', sizeof(chunk));
+    for (int i = 0; i < n; i++)
+        cr_assert_eq(write(peers[i], chunk, sizeof(chunk)), (ssize_t)sizeof(chunk));
+}
+
+static void bring_fill(struct step *s)
+{
+    send_64k(hoard_peer, HOARDERS);
 }
 
 static void bring_burst(struct step *s)
@@ -693,22 +726,15 @@ static void bring_check_burst(struct step *s)
 static void bring_end(struct step *s)
 {
     cr_assert_eq(breader.ngot, 2 * 16384 + 5, "bytes after an exact-multiple read: %zu (nin %d)", breader.ngot, breader.nin);
-    for (int i = 0; i < HOARDERS; i++)
-        sy_loop_close(hoard[i].loop, &hoard[i].io);
-    sy_loop_close(breader.loop, &breader.io);
+    close_bprobes(hoard, HOARDERS);
+    close_bprobes(&breader, 1);
     sy_loop_stop(s->loop);
 }
 
 Test(loop, completion_buffers_exhausted_io_uring)
 {
     struct sy_loop *loop = make(SY_LOOP_URING);
-    for (int i = 0; i < HOARDERS; i++) {
-        int sv[2];
-        pair(sv);
-        hoard[i] = (struct bprobe){.io = {.fd = sv[0], .cb = on_hoard}, .loop = loop};
-        hoard_peer[i] = sv[1];
-        cr_assert_eq(sy_loop_add(loop, &hoard[i].io), 0);
-    }
+    add_bprobes(loop, hoard, hoard_peer, HOARDERS, on_hoard, 0);
     int sv[2];
     pair(sv);
     breader = (struct bprobe){.io = {.fd = sv[0], .cb = on_bread}, .loop = loop, .want = 2 * 16384};
@@ -752,21 +778,13 @@ static long rss_kib(void)
 
 static void trim_begin(struct step *s)
 {
-    for (int i = 0; i < TRIMMERS; i++) {
-        if (sy_loop_cio_start(trim_rd[i].loop, &trim_rd[i].io) < 0) {
-            trim_skip = 1;
-            sy_loop_stop(s->loop);
-            return;
-        }
-    }
+    if (start_bprobes(s, trim_rd, TRIMMERS) < 0)
+        trim_skip = 1;
 }
 
 static void trim_send(struct step *s)
 {
-    static char chunk[65536];
-    memset(chunk, 't', sizeof(chunk));
-    for (int i = 0; i < TRIMMERS; i++)
-        cr_assert_eq(write(trim_peer[i], chunk, sizeof(chunk)), (ssize_t)sizeof(chunk));
+    send_64k(trim_peer, TRIMMERS);
 }
 
 static void trim_measure_full(struct step *s)
@@ -779,21 +797,14 @@ static void trim_measure_full(struct step *s)
 static void trim_measure_quiet(struct step *s)
 {
     trim_rss_quiet = rss_kib();
-    for (int i = 0; i < TRIMMERS; i++)
-        sy_loop_close(trim_rd[i].loop, &trim_rd[i].io);
+    close_bprobes(trim_rd, TRIMMERS);
     sy_loop_stop(s->loop);
 }
 
 Test(loop, completion_buffers_trimmed_io_uring)
 {
     struct sy_loop *loop = make(SY_LOOP_URING);
-    for (int i = 0; i < TRIMMERS; i++) {
-        int sv[2];
-        pair(sv);
-        trim_rd[i] = (struct bprobe){.io = {.fd = sv[0], .cb = on_bread}, .loop = loop, .want = 1 << 30};
-        trim_peer[i] = sv[1];
-        cr_assert_eq(sy_loop_add(loop, &trim_rd[i].io), 0);
-    }
+    add_bprobes(loop, trim_rd, trim_peer, TRIMMERS, on_bread, 1 << 30);
     struct step s0, s1, s2, s3;
     at(&s0, loop, 5, trim_begin, -1);
     at(&s1, loop, 20, trim_send, -1);
