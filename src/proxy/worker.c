@@ -321,8 +321,17 @@ static void on_accept(struct sy_acceptor *a, int fd, const struct sockaddr *peer
  * SO_REUSEPORT lets any process of the same user bind the port too and take a
  * share of the connections. Before worker 0 binds, a plain bind (without
  * SO_REUSEPORT) proves that nobody else listens there.
+ *
+ * A previous process killed a moment ago may still hold the address: the
+ * kernel tears an io_uring down after the process is gone, and its listening
+ * sockets (held by the ring's accept and poll requests) close a few
+ * milliseconds later. So the probe tries again for up to PROBE_WAIT_MS before
+ * it calls the address taken (nginx retries its binds the same way).
  */
-static int probe_free(const struct sy_listen_addr *a, char **err)
+#define PROBE_WAIT_MS 2000
+#define PROBE_STEP_MS 25
+
+static int probe_bind(const struct sy_listen_addr *a)
 {
     int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
@@ -334,9 +343,20 @@ static int probe_free(const struct sy_listen_addr *a, char **err)
     int rc = bind(fd, (const struct sockaddr *)&a->ss, a->len);
     int e = errno;
     close(fd);
-    if (rc < 0 && e == EADDRINUSE) {
-        *err = sy_asprintf("cannot listen on %s: address already in use", a->text);
-        return -1;
+    return rc < 0 && e == EADDRINUSE ? -1 : 0;
+}
+
+static int probe_free(const struct sy_listen_addr *a, char **err)
+{
+    for (int waited = 0; probe_bind(a) < 0; waited += PROBE_STEP_MS) {
+        if (waited >= PROBE_WAIT_MS) {
+            *err = sy_asprintf("cannot listen on %s: address already in use", a->text);
+            return -1;
+        }
+        if (!waited)
+            sy_log_info("worker", "%s is in use; waiting up to %d ms for it to be released", a->text,
+                        PROBE_WAIT_MS);
+        usleep(PROBE_STEP_MS * 1000);
     }
     return 0;
 }

@@ -33,6 +33,22 @@ def wait_port(port, timeout=10.0, proc=None):
     raise RuntimeError(f"nothing listens on {port}")
 
 
+def wait_port_released(port, timeout=5.0):
+    """Waits until nothing listens on port any more. A process killed with SIGKILL on io_uring
+    keeps its listening sockets a few milliseconds after wait() returned (the kernel tears the
+    ring down afterwards): a restart must not take those for the new process's."""
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        except ConnectionRefusedError:
+            return
+        except OSError:
+            pass
+        time.sleep(0.01)
+    raise RuntimeError(f"something still listens on {port}")
+
+
 def wait_until(fn, timeout, message, log=None, interval=0.2):
     """Calls fn until it returns a truthy value (returned) or timeout seconds pass (fails)."""
     end = time.time() + timeout

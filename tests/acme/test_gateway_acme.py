@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from acme_env import (CA_READY, DOMAIN, free_port, run, thumbprint, wait_port,
-                      wait_until)
+                      wait_port_released, wait_until)
 from factory import made_until_teardown  # tests/lib, put on the path by acme_env
 
 HERE = Path(__file__).resolve().parent
@@ -125,6 +125,11 @@ tls:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
         self.err.close()
+        self.released()
+
+    def released(self):
+        for p in (self.http_port, self.https_port, self.admin_port):
+            wait_port_released(p)
 
     def alive(self):
         return self.proc.poll() is None
@@ -339,6 +344,7 @@ def test_kill9_during_issuance_then_recovery(tmp_path, pebble_factory, gateways,
     g.proc.send_signal(signal.SIGKILL)
     g.proc.wait(timeout=10)
     g.err.close()
+    g.released()
     assert (storage / "lock").exists(), "the killed holder's lock should remain"
     assert stored_serial(storage) is None
 
